@@ -1,0 +1,1 @@
+"""Serverless functions of the assistant backend: chat, compile, usage, refresh_views, health."""

@@ -1,0 +1,94 @@
+"""Apply the Supabase stand-in (`sql/`), the migrations and the seed to a Postgres database.
+
+Migrations are recorded in `supabase_migrations.schema_migrations` as the Supabase CLI records them
+(version = the file name's timestamp), so a database migrated here and one migrated with
+`supabase db push` agree on what has been applied.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+BOOTSTRAP_DIR = ROOT / "sql"
+MIGRATIONS_DIR = ROOT / "supabase" / "migrations"
+SEED_FILE = ROOT / "supabase" / "seed.sql"
+
+_NAME = re.compile(r"^(?P<version>\d{14})_(?P<name>[a-z0-9_]+)\.sql$")
+_LOCK_KEY = 0x5B_A5E_0001  # advisory lock: one migrator at a time
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: str
+    name: str
+    path: Path
+
+
+def migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """The migration files in the order they apply; a misnamed file is an error, not skipped."""
+    found = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _NAME.match(path.name)
+        if match is None:
+            raise ValueError(f"migration file name must be YYYYMMDDHHMMSS_name.sql: {path.name}")
+        found.append(Migration(match["version"], match["name"], path))
+    return found
+
+
+def apply_bootstrap(conn: psycopg.Connection) -> None:
+    """Create what Supabase provides (roles, auth schema, default privileges). Plain Postgres only."""
+    for path in sorted(BOOTSTRAP_DIR.glob("*.sql")):
+        with conn.transaction():
+            conn.execute(path.read_text())  # type: ignore[arg-type]
+
+
+def apply_migrations(conn: psycopg.Connection) -> list[str]:
+    """Apply each pending migration in its own transaction; return the versions applied."""
+    applied: list[str] = []
+    with conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        conn.execute(
+            "create schema if not exists supabase_migrations;"
+            "create table if not exists supabase_migrations.schema_migrations"
+            " (version text primary key, statements text[], name text)"
+        )
+        done = {row[0] for row in conn.execute("select version from supabase_migrations.schema_migrations")}
+        for migration in migrations():
+            if migration.version in done:
+                continue
+            sql = migration.path.read_text()
+            with conn.transaction():
+                conn.execute(sql)  # type: ignore[arg-type]
+                conn.execute(
+                    "insert into supabase_migrations.schema_migrations (version, statements, name)"
+                    " values (%s, %s, %s)",
+                    (migration.version, [sql], migration.name),
+                )
+            log.info("applied migration %s_%s", migration.version, migration.name)
+            applied.append(migration.version)
+    return applied
+
+
+def apply_seed(conn: psycopg.Connection) -> None:
+    """Load plans, model prices and the demo user (idempotent)."""
+    with conn.transaction():
+        conn.execute(SEED_FILE.read_text())  # type: ignore[arg-type]
+
+
+def prepare(url: str, *, bootstrap: bool = True, seed: bool = True) -> list[str]:
+    """Bring the database at `url` up to date; `bootstrap` only for plain Postgres, never on Supabase."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        if bootstrap:
+            apply_bootstrap(conn)
+        applied = apply_migrations(conn)
+        if seed:
+            apply_seed(conn)
+    return applied
