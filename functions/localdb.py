@@ -26,7 +26,7 @@ def start(data_dir: Path | None = None, *, cleanup: str | None = "stop") -> Any:
 
     target = Path(data_dir or DEFAULT_DATA_DIR)
     target.mkdir(parents=True, exist_ok=True)
-    return pgserver.get_server(target, cleanup_mode=cleanup)
+    return pgserver.get_server(target, cleanup_mode=cleanup)  # type: ignore[attr-defined]
 
 
 def url_of(server: Any, database: str = "postgres") -> str:

@@ -47,7 +47,7 @@ def apply_bootstrap(conn: psycopg.Connection) -> None:
     """Create what Supabase provides (roles, auth schema, default privileges). Plain Postgres only."""
     for path in sorted(BOOTSTRAP_DIR.glob("*.sql")):
         with conn.transaction():
-            conn.execute(path.read_text())  # type: ignore[arg-type]
+            conn.execute(path.read_text())
 
 
 def apply_migrations(conn: psycopg.Connection) -> list[str]:
@@ -66,7 +66,7 @@ def apply_migrations(conn: psycopg.Connection) -> list[str]:
                 continue
             sql = migration.path.read_text()
             with conn.transaction():
-                conn.execute(sql)  # type: ignore[arg-type]
+                conn.execute(sql)
                 conn.execute(
                     "insert into supabase_migrations.schema_migrations (version, statements, name)"
                     " values (%s, %s, %s)",
@@ -80,7 +80,7 @@ def apply_migrations(conn: psycopg.Connection) -> list[str]:
 def apply_seed(conn: psycopg.Connection) -> None:
     """Load plans, model prices and the demo user (idempotent)."""
     with conn.transaction():
-        conn.execute(SEED_FILE.read_text())  # type: ignore[arg-type]
+        conn.execute(SEED_FILE.read_text())
 
 
 def prepare(url: str, *, bootstrap: bool = True, seed: bool = True) -> list[str]:

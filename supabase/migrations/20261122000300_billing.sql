@@ -135,11 +135,12 @@ create trigger on_profile_created after insert on public.profiles
 
 -- The JSON a hold is answered with (begin_charge, replays).
 create or replace function private.hold_json(p_hold public.holds, p_replay boolean) returns jsonb
-language sql immutable
+language sql stable
 set search_path = ''
 as $$
   select jsonb_build_object('hold_id', p_hold.id, 'request_id', p_hold.request_id, 'status', p_hold.status,
-    'model', p_hold.model, 'amount_usd', p_hold.amount_usd, 'replay', p_replay, 'result', p_hold.result)
+    'model', p_hold.model, 'provider', (select mp.provider from public.model_prices mp where mp.model = p_hold.model),
+    'amount_usd', p_hold.amount_usd, 'replay', p_replay, 'result', p_hold.result)
 $$;
 revoke all on function private.hold_json(public.holds, boolean) from public;
 
@@ -175,13 +176,15 @@ begin
   if p_prompt_chars is null or p_prompt_chars < 0 then
     raise exception using errcode = 'PT422', message = 'invalid_prompt_chars', detail = 'prompt_chars >= 0';
   end if;
-  select * into v_price from public.model_prices where model = p_model and active;
+  -- No model named: the default one.
+  select * into v_price from public.model_prices
+  where active and (model = p_model or (p_model is null and is_default));
   if not found then
     raise exception using errcode = 'PT422', message = 'unknown_model', detail = format('model %L has no active price', p_model);
   end if;
   if p_max_output_tokens is null or p_max_output_tokens not between 1 and v_price.max_output_tokens then
     raise exception using errcode = 'PT422', message = 'invalid_max_tokens',
-      detail = format('max_tokens: 1 to %s for %s', v_price.max_output_tokens, p_model);
+      detail = format('max_tokens: 1 to %s for %s', v_price.max_output_tokens, v_price.model);
   end if;
 
   select * into v_acct from public.billing_accounts where user_id = p_user_id for update;
@@ -229,7 +232,7 @@ begin
   end if;
 
   insert into public.holds (user_id, request_id, operation, model, amount_usd)
-  values (p_user_id, p_request_id, p_operation, p_model, v_amount)
+  values (p_user_id, p_request_id, p_operation, v_price.model, v_amount)
   returning * into v_hold;
   update public.billing_accounts set held_usd = held_usd + v_amount where user_id = p_user_id;
   return private.hold_json(v_hold, false);

@@ -1,0 +1,169 @@
+"""Who is calling: a Supabase access token (JWT), an API key, or the service secret.
+
+Access tokens are verified by signature with the algorithms fixed by configuration (never the token's
+header): asymmetric keys from the project's JWKS (cached at most `JWKS_CACHE_SECONDS`, refetched once on
+an unknown `kid` so rotated keys work), or the legacy HS256 secret. `exp`, `iat`, `sub`, `iss` and `aud`
+are required. API keys (`sk_...`) are checked by the database. Anything missing, expired, forged or
+revoked is 401; a blocked or paused account using an API key is 403.
+"""
+
+from __future__ import annotations
+
+import hmac
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+import jwt
+
+from functions.db import SERVICE, Caller, Database
+from functions.errors import Forbidden, ServiceUnavailable, Unauthorized
+from functions.settings import DEV_JWT_SECRET, DEV_SERVICE_SECRET, Settings
+
+LOCAL_ISSUER = "http://127.0.0.1:54321/auth/v1"  # what `supabase start` issues locally
+
+
+@dataclass(frozen=True)
+class Principal:
+    user_id: uuid.UUID
+    method: Literal["jwt", "api_key"]
+    caller: Caller
+
+
+def _bearer(headers: Any) -> str | None:
+    value = headers.get("Authorization", "")
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return str(token.strip())
+
+
+class Jwks:
+    """The project's signing keys, fetched with httpx and cached; one refetch on an unknown kid."""
+
+    def __init__(self, url: str, ttl: float, client: httpx.Client | None = None) -> None:
+        self.url = url
+        self.ttl = ttl
+        self.client = client or httpx.Client(timeout=httpx.Timeout(5.0))
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched = 0.0
+        self._lock = threading.Lock()
+
+    def _refresh(self) -> None:
+        try:
+            response = self.client.get(self.url)
+            response.raise_for_status()
+            keyset = jwt.PyJWKSet.from_dict(response.json())
+        except (httpx.HTTPError, ValueError, jwt.PyJWTError) as exc:
+            raise ServiceUnavailable("signing keys unavailable", code="jwks_unavailable") from exc
+        self._keys = {k.key_id: k for k in keyset.keys if k.key_id}
+        self._fetched = time.monotonic()
+
+    def key(self, kid: str | None) -> jwt.PyJWK:
+        with self._lock:
+            stale = time.monotonic() - self._fetched > self.ttl
+            if stale or (kid not in self._keys and time.monotonic() - self._fetched > 1.0):
+                self._refresh()
+            if kid not in self._keys:
+                raise Unauthorized("unknown signing key", code="invalid_token")
+            return self._keys[kid]
+
+
+class Authenticator:
+    def __init__(self, settings: Settings, http: httpx.Client | None = None) -> None:
+        self.settings = settings
+        secret = settings.secret("supabase_jwt_secret")
+        if secret is None and settings.jwks_url is None and settings.environment != "production":
+            secret = DEV_JWT_SECRET
+        self.hs_secret = secret
+        self.issuer = settings.issuer or LOCAL_ISSUER
+        self.jwks = Jwks(settings.jwks_url, settings.jwks_cache_seconds, http) if settings.jwks_url else None
+        algorithms = list(settings.jwt_algorithms)
+        if self.hs_secret and "HS256" not in algorithms:
+            algorithms.append("HS256")
+        self.algorithms = algorithms
+        service = settings.secret("service_secret")
+        if service is None and settings.environment != "production":
+            service = DEV_SERVICE_SECRET
+        self.service_secret = service
+
+    # -- users ---------------------------------------------------------------------------------------
+
+    def user(self, headers: Any, db: Database) -> Principal:
+        """The user behind the request's token or API key, or 401/403."""
+        api_key = headers.get("X-API-Key") or None
+        token = _bearer(headers)
+        if api_key is None and token is not None and token.startswith("sk_"):
+            api_key, token = token, None
+        if api_key is not None:
+            return self._api_key(api_key, db)
+        if token is None:
+            raise Unauthorized("an access token or API key is required", code="missing_credentials")
+        return self._jwt(token)
+
+    def verify_token(self, token: str) -> dict[str, Any]:
+        """The claims of a valid access token; 401 otherwise."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise Unauthorized("malformed access token", code="invalid_token") from exc
+        alg = header.get("alg")
+        if alg not in self.algorithms:
+            raise Unauthorized("token algorithm not accepted", code="invalid_token")
+        key: Any
+        if alg == "HS256":
+            if not self.hs_secret:
+                raise Unauthorized("token algorithm not accepted", code="invalid_token")
+            key = self.hs_secret
+        else:
+            if self.jwks is None:
+                raise Unauthorized("token algorithm not accepted", code="invalid_token")
+            key = self.jwks.key(header.get("kid"))
+        try:
+            return dict(jwt.decode(
+                token, key, algorithms=[alg], audience=self.settings.jwt_audience, issuer=self.issuer,
+                options={"require": ["exp", "iat", "sub", "iss", "aud"]}, leeway=5,
+            ))
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthorized("access token expired", code="token_expired") from exc
+        except jwt.PyJWTError as exc:
+            raise Unauthorized("invalid access token", code="invalid_token") from exc
+
+    def _jwt(self, token: str) -> Principal:
+        claims = self.verify_token(token)
+        if claims.get("role", "authenticated") != "authenticated":
+            raise Unauthorized("a user access token is required", code="invalid_token")
+        try:
+            user_id = uuid.UUID(str(claims["sub"]))
+        except ValueError as exc:
+            raise Unauthorized("token subject is not a user id", code="invalid_token") from exc
+        return Principal(user_id, "jwt", Caller("authenticated", user_id, token))
+
+    def _api_key(self, key: str, db: Database) -> Principal:
+        found = db.rpc("authenticate_api_key", {"key": key}, SERVICE)
+        if found.get("status") != "active":
+            raise Forbidden(f"account is {found.get('status')}", code=f"account_{found.get('status')}")
+        user_id = uuid.UUID(found["user_id"])
+        return Principal(user_id, "api_key", Caller("authenticated", user_id, None))
+
+    # -- services ------------------------------------------------------------------------------------
+
+    def service(self, headers: Any) -> None:
+        """Pass only the service secret (scheduler, ingest); 401 for anything else, user tokens included."""
+        token = _bearer(headers) or headers.get("X-Service-Secret")
+        if not token or not self.service_secret or not hmac.compare_digest(
+            token.encode(), self.service_secret.encode()
+        ):
+            raise Unauthorized("service credentials required", code="service_credentials_required")
+
+
+def mint_dev_token(user_id: uuid.UUID | str, *, secret: str = DEV_JWT_SECRET, issuer: str = LOCAL_ISSUER,
+                   ttl_seconds: int = 24 * 3600, email: str | None = None) -> str:
+    """An HS256 access token shaped like Supabase's, for local development and tests only."""
+    now = int(time.time())
+    claims = {"sub": str(user_id), "aud": "authenticated", "role": "authenticated", "iss": issuer,
+              "iat": now, "exp": now + ttl_seconds, "email": email, "session_id": str(uuid.uuid4())}
+    return jwt.encode(claims, secret, algorithm="HS256")

@@ -1,0 +1,52 @@
+"""The database port: call an RPC by name with JSON-able arguments as a given caller, get JSON back.
+
+Two transports implement it: `postgres` (psycopg pool, role and claims set per transaction as PostgREST
+does) and `supabase` (PostgREST over HTTP with supabase-py's postgrest client). Both raise
+`functions.errors.ApiError` subclasses mapped from the same SQLSTATEs.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+Role = Literal["anon", "authenticated", "service_role"]
+_RPC_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a database call runs as. `access_token` is the caller's own Supabase JWT, when there is one."""
+
+    role: Role
+    user_id: uuid.UUID | None = None
+    access_token: str | None = None
+
+    def claims(self) -> dict[str, Any]:
+        """The JWT claims PostgREST would put in `request.jwt.claims` for this caller."""
+        claims: dict[str, Any] = {"role": self.role}
+        if self.user_id is not None:
+            claims |= {"sub": str(self.user_id), "aud": "authenticated"}
+        return claims
+
+
+SERVICE = Caller("service_role")
+
+
+def check_rpc_name(name: str) -> str:
+    if not _RPC_NAME.match(name):
+        raise ValueError(f"not an RPC name: {name!r}")
+    return name
+
+
+class Database(Protocol):
+    """What every function needs from the database."""
+
+    def rpc(self, name: str, args: Mapping[str, Any], caller: Caller = SERVICE) -> Any:
+        """Call `public.<name>` with `p_<key>` arguments as `caller`; return its JSON result."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,96 @@
+"""The `postgres` transport: psycopg 3 pool; each call is one transaction that sets the role and
+`request.jwt.claims` exactly as PostgREST does, so SQL sees the same `auth.uid()` and grants."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Mapping
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+import stamina
+from psycopg import errors as pg_errors
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from functions.db import SERVICE, Caller, check_rpc_name
+from functions.errors import ApiError, ServiceUnavailable, from_sqlstate
+
+log = logging.getLogger(__name__)
+
+# Failures worth another try: the connection, the pool, or a serialization/deadlock abort. Every RPC
+# that writes is idempotent on its request id, so a retry after an ambiguous commit changes nothing.
+_RETRYABLE = (psycopg.OperationalError, PoolTimeout, pg_errors.SerializationFailure, pg_errors.DeadlockDetected)
+
+
+def as_sql_literal(value: Any) -> str | None:
+    """A value as PostgREST hands it to SQL: text that Postgres casts to the parameter's declared type."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, default=str)
+    if isinstance(value, (int, float, Decimal, uuid.UUID, date, datetime, str)):
+        return value.isoformat() if isinstance(value, (date, datetime)) else str(value)
+    raise TypeError(f"cannot send {type(value).__name__} to an RPC")
+
+
+class PostgresDatabase:
+    def __init__(
+        self, url: str, *, min_size: int = 1, max_size: int = 10, connect_timeout: float = 5.0,
+        attempts: int = 3, statement_timeout_ms: int = 15000,
+    ) -> None:
+        self.attempts = attempts
+        self.pool = ConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=connect_timeout,
+            # autocommit: `transaction()` is then a real BEGIN/COMMIT, never a SAVEPOINT, so SET LOCAL ROLE
+            # cannot outlive one request on a reused connection.
+            kwargs={"autocommit": True, "connect_timeout": max(int(connect_timeout), 1),
+                    "options": f"-c statement_timeout={statement_timeout_ms}"},
+            check=ConnectionPool.check_connection,
+            open=False,
+        )
+        self._opened = False
+
+    def _open(self) -> None:
+        if not self._opened:
+            self.pool.open(wait=False)
+            self._opened = True
+
+    def rpc(self, name: str, args: Mapping[str, Any], caller: Caller = SERVICE) -> Any:
+        check_rpc_name(name)
+        named = ", ".join(f"p_{check_rpc_name(key)} => %s" for key in args)
+        query = f"select public.{name}({named})"
+        params = [as_sql_literal(v) for v in args.values()]
+        claims = json.dumps(caller.claims())
+        self._open()
+        try:
+            for attempt in stamina.retry_context(on=_RETRYABLE, attempts=self.attempts, wait_initial=0.05,
+                                                 wait_max=1.0, wait_jitter=0.1):
+                with attempt, self.pool.connection() as conn, conn.transaction():
+                    conn.execute("select set_config('role', %s, true), set_config('request.jwt.claims', %s, true)",
+                                 (caller.role, claims))
+                    row = conn.execute(query, params).fetchone()
+                    return row[0] if row else None
+        except _RETRYABLE as exc:
+            log.warning("database unavailable after %s attempts: %s", self.attempts, type(exc).__name__)
+            raise ServiceUnavailable("database unavailable", code="database_unavailable") from exc
+        except psycopg.Error as exc:
+            diag = exc.diag
+            raise from_sqlstate(exc.sqlstate, diag.message_primary or "", diag.message_detail) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def close(self) -> None:
+        if self._opened:
+            self.pool.close()
+            self._opened = False
+
+
+__all__ = ["ApiError", "PostgresDatabase", "as_sql_literal"]

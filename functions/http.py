@@ -1,0 +1,195 @@
+"""What every function shares at the HTTP edge: request ids, CORS, the body limit, JSON parsing with
+pydantic (422 naming the field), the error envelope, and one structured log line per request."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import flask
+import pydantic
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from functions import runtime
+from functions.auth import Principal
+from functions.db import Database
+from functions.errors import (
+    ApiError,
+    BadRequest,
+    Forbidden,
+    InternalError,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    Unprocessable,
+    UnsupportedMediaType,
+)
+from functions.settings import Settings
+
+M = TypeVar("M", bound=pydantic.BaseModel)
+Handler = Callable[["Context"], "flask.Response | Mapping[str, Any]"]
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,200}$")
+_ALLOWED_HEADERS = "Authorization, Content-Type, X-Request-Id, X-API-Key, X-Service-Secret, apikey"
+
+log = logging.getLogger("functions.request")
+
+
+def _configure_logging() -> None:
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
+_configure_logging()
+
+
+@dataclass
+class Context:
+    """One request: its id, settings, the caller once authenticated, and what the log line reports."""
+
+    request: flask.Request
+    request_id: str
+    function: str
+    settings: Settings
+    principal: Principal | None = None
+    log_fields: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def db(self) -> Database:
+        return runtime.database()
+
+    def authenticate_user(self) -> Principal:
+        self.principal = runtime.authenticator().user(self.request.headers, self.db)
+        self.log_fields["user_id"] = str(self.principal.user_id)
+        self.log_fields["auth"] = self.principal.method
+        return self.principal
+
+    def authenticate_service(self) -> None:
+        runtime.authenticator().service(self.request.headers)
+        self.log_fields["auth"] = "service"
+
+    def json_body(self, model: type[M]) -> M:
+        """The body parsed into `model`: 415 if not JSON, 400 if malformed, 422 naming each bad field."""
+        if not self.request.is_json:
+            raise UnsupportedMediaType("send Content-Type: application/json", code="unsupported_media_type")
+        raw = self.request.get_data(cache=True)
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise BadRequest("body is not valid UTF-8", code="invalid_utf8") from exc
+        except ValueError as exc:
+            raise BadRequest(f"body is not valid JSON: {exc}", code="invalid_json") from exc
+        return validate(model, data)
+
+    def query(self, model: type[M]) -> M:
+        """The query string parsed into `model` (422 naming each bad field)."""
+        return validate(model, {k: v for k, v in self.request.args.items()})
+
+
+def validate(model: type[M], data: Any) -> M:
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        problems = [
+            {"field": ".".join(str(p) for p in err["loc"]) or "body", "message": err["msg"], "type": err["type"]}
+            for err in exc.errors(include_url=False, include_input=False)
+        ]
+        summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+        raise Unprocessable(summary, code="validation_error", details=problems) from None
+
+
+def json_response(body: Any, status: int = 200) -> flask.Response:
+    return flask.Response(json.dumps(body, default=str, ensure_ascii=False), status=status,
+                          mimetype="application/json")
+
+
+def _request_id(request: flask.Request) -> str:
+    given = request.headers.get("X-Request-Id", "")
+    return given if _REQUEST_ID.match(given) else str(uuid.uuid4())
+
+
+def _cors_origin(settings: Settings, origin: str | None) -> str | None:
+    """The value for Access-Control-Allow-Origin, or None when the origin is not allowed."""
+    if not origin:
+        return None
+    allowed = settings.cors_allowed_origins
+    if origin in allowed or "*" in allowed:
+        return origin
+    if not allowed and settings.environment != "production":
+        return origin  # development with no list: any origin, so a local page works
+    return None
+
+
+def endpoint(function: str, methods: Iterable[str]) -> Callable[[Handler], Callable[[flask.Request], flask.Response]]:
+    """Wrap a handler with everything in this module's docstring."""
+    allowed_methods = tuple(m.upper() for m in methods)
+
+    def wrap(handler: Handler) -> Callable[[flask.Request], flask.Response]:
+        def serve(request: flask.Request) -> flask.Response:
+            started = time.perf_counter()
+            request_id = _request_id(request)
+            settings = runtime.settings()
+            ctx = Context(request, request_id, function, settings)
+            origin = request.headers.get("Origin")
+            allow_origin = _cors_origin(settings, origin)
+            request.max_content_length = settings.max_body_bytes
+            error: ApiError | None = None
+            try:
+                if request.method == "OPTIONS":
+                    if origin and allow_origin is None:
+                        raise Forbidden("origin not allowed", code="cors_origin_not_allowed")
+                    response = flask.Response(status=204)
+                    response.headers["Access-Control-Allow-Methods"] = ", ".join((*allowed_methods, "OPTIONS"))
+                    response.headers["Access-Control-Allow-Headers"] = _ALLOWED_HEADERS
+                    response.headers["Access-Control-Max-Age"] = "600"
+                else:
+                    if request.method not in allowed_methods:
+                        raise MethodNotAllowed(f"use {' or '.join(allowed_methods)}", code="method_not_allowed")
+                    if request.content_length is not None and request.content_length > settings.max_body_bytes:
+                        raise PayloadTooLarge(f"body is over {settings.max_body_bytes} bytes")
+                    result = handler(ctx)
+                    response = result if isinstance(result, flask.Response) else json_response(result)
+            except ApiError as exc:
+                error = exc
+            except RequestEntityTooLarge:
+                error = PayloadTooLarge(f"body is over {settings.max_body_bytes} bytes")
+            except Exception:
+                log.exception(json.dumps({"function": function, "request_id": request_id, "event": "unhandled"}))
+                error = InternalError("internal error")
+            if error is not None:
+                response = json_response(error.body(request_id), error.status)
+                if isinstance(error, MethodNotAllowed):
+                    response.headers["Allow"] = ", ".join((*allowed_methods, "OPTIONS"))
+                ctx.log_fields["error_code"] = error.code
+            response.headers["X-Request-Id"] = request_id
+            if allow_origin:
+                response.headers["Access-Control-Allow-Origin"] = allow_origin
+                response.headers["Access-Control-Expose-Headers"] = "X-Request-Id"
+                response.headers.add("Vary", "Origin")
+            _log_line(ctx, request.method, response.status_code, started, streamed=response.is_streamed)
+            return response
+
+        serve.__name__ = function
+        serve.__doc__ = handler.__doc__
+        return serve
+
+    return wrap
+
+
+def _log_line(ctx: Context, method: str, status: int, started: float, *, streamed: bool) -> None:
+    line = {"function": ctx.function, "request_id": ctx.request_id, "method": method, "status": status,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 2), **ctx.log_fields}
+    if streamed:
+        line["streamed"] = True
+    level = logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO
+    log.log(level, json.dumps(line, default=str))

@@ -1,0 +1,79 @@
+"""Process-wide singletons: settings, the database port, the authenticator. Created on first use and
+reused by every request of the process (functions-framework runs several threads per process)."""
+
+from __future__ import annotations
+
+import threading
+
+from functions.auth import Authenticator
+from functions.db import Database
+from functions.settings import Settings, get_settings
+
+_lock = threading.Lock()
+_database: Database | None = None
+_authenticator: Authenticator | None = None
+
+
+def settings() -> Settings:
+    return get_settings()
+
+
+def database() -> Database:
+    """The configured transport: postgres (DATABASE_URL), supabase (SUPABASE_URL + key), or the local
+    embedded Postgres, started and migrated on first use (development and test only)."""
+    global _database
+    with _lock:
+        if _database is None:
+            _database = _open(settings())
+        return _database
+
+
+def _open(s: Settings) -> Database:
+    transport = s.transport
+    if transport == "supabase":
+        from functions.db.supabase import SupabaseDatabase  # lazy: supabase-py is heavy to import
+
+        db: Database = SupabaseDatabase.from_settings(s)
+        return db
+    from functions.db.postgres import PostgresDatabase
+
+    if transport == "local":
+        if s.environment == "production":
+            raise RuntimeError("no database configured in production")
+        from functions import localdb, migrate
+
+        url = localdb.url_of(localdb.start())
+        migrate.prepare(url)
+    else:
+        assert s.database_url is not None
+        url = s.database_url
+    return PostgresDatabase(url, max_size=s.db_pool_max_size, attempts=s.db_attempts)
+
+
+def authenticator() -> Authenticator:
+    global _authenticator
+    with _lock:
+        if _authenticator is None:
+            _authenticator = Authenticator(settings())
+        return _authenticator
+
+
+def reset() -> None:
+    """Drop every singleton (tests change the environment between cases)."""
+    global _database, _authenticator
+    with _lock:
+        if _database is not None:
+            _database.close()
+        _database = None
+        _authenticator = None
+    get_settings.cache_clear()
+    from functions.providers import reset_providers
+
+    reset_providers()
+
+
+def install(db: Database) -> None:
+    """Use `db` as this process's database (tests, and the local server which opens it itself)."""
+    global _database
+    with _lock:
+        _database = db
