@@ -150,7 +150,8 @@ create or replace function public.begin_charge(
   p_operation text,
   p_model text,
   p_prompt_chars integer,
-  p_max_output_tokens integer
+  p_max_output_tokens integer,
+  p_calls integer default 1
 ) returns jsonb
 language plpgsql
 security definer
@@ -182,7 +183,11 @@ begin
   if not found then
     raise exception using errcode = 'PT422', message = 'unknown_model', detail = format('model %L has no active price', p_model);
   end if;
-  if p_max_output_tokens is null or p_max_output_tokens not between 1 and v_price.max_output_tokens then
+  -- p_calls: model calls this hold covers (compile may make a repair call); each within the model's limit.
+  if p_calls is null or p_calls not between 1 and 4 then
+    raise exception using errcode = 'PT422', message = 'invalid_calls', detail = 'calls: 1 to 4';
+  end if;
+  if p_max_output_tokens is null or p_max_output_tokens not between 1 and v_price.max_output_tokens * p_calls then
     raise exception using errcode = 'PT422', message = 'invalid_max_tokens',
       detail = format('max_tokens: 1 to %s for %s', v_price.max_output_tokens, v_price.model);
   end if;
@@ -330,8 +335,11 @@ as $$
 $$;
 revoke all on function private.finish_hold(uuid, jsonb) from public;
 
+-- A failed model call: close the hold, no charge, and (unless p_record_usage is false, as when the
+-- settle itself failed) a usage row with status failed. Idempotent: a closed hold comes back as it is.
 create or replace function public.release_hold(
-  p_hold_id uuid, p_error_code text, p_latency_ms integer default null, p_service text default null
+  p_hold_id uuid, p_error_code text, p_latency_ms integer default null, p_service text default null,
+  p_record_usage boolean default true
 ) returns jsonb
 language plpgsql
 security definer
@@ -347,10 +355,12 @@ begin
   update public.holds set status = 'released', closed_at = now(),
     result = jsonb_build_object('error_code', coalesce(p_error_code, 'model_error'))
   where id = p_hold_id returning * into v_hold;
-  insert into public.usage_logs (user_id, service, operation, model, status, error_code, latency_ms,
-                                 request_id, hold_id)
-  values (v_hold.user_id, coalesce(p_service, v_hold.operation), v_hold.operation, v_hold.model, 'failed',
-          coalesce(p_error_code, 'model_error'), p_latency_ms, v_hold.request_id, v_hold.id);
+  if coalesce(p_record_usage, true) then
+    insert into public.usage_logs (user_id, service, operation, model, status, error_code, latency_ms,
+                                   request_id, hold_id)
+    values (v_hold.user_id, coalesce(p_service, v_hold.operation), v_hold.operation, v_hold.model, 'failed',
+            coalesce(p_error_code, 'model_error'), p_latency_ms, v_hold.request_id, v_hold.id);
+  end if;
   return private.hold_json(v_hold, false);
 end
 $$;
@@ -487,13 +497,13 @@ begin
 end
 $$;
 
-revoke all on function public.begin_charge(uuid, text, text, text, integer, integer) from public, anon, authenticated;
-revoke all on function public.release_hold(uuid, text, integer, text) from public, anon, authenticated;
+revoke all on function public.begin_charge(uuid, text, text, text, integer, integer, integer) from public, anon, authenticated;
+revoke all on function public.release_hold(uuid, text, integer, text, boolean) from public, anon, authenticated;
 revoke all on function public.expire_stale_holds(integer) from public, anon, authenticated;
 revoke all on function public.top_up(uuid, numeric, text, text, text) from public, anon, authenticated;
 revoke all on function public.ingest_usage(jsonb) from public, anon, authenticated;
-grant execute on function public.begin_charge(uuid, text, text, text, integer, integer) to service_role;
-grant execute on function public.release_hold(uuid, text, integer, text) to service_role;
+grant execute on function public.begin_charge(uuid, text, text, text, integer, integer, integer) to service_role;
+grant execute on function public.release_hold(uuid, text, integer, text, boolean) to service_role;
 grant execute on function public.expire_stale_holds(integer) to service_role;
 grant execute on function public.top_up(uuid, numeric, text, text, text) to service_role;
 grant execute on function public.ingest_usage(jsonb) to service_role;

@@ -1,0 +1,177 @@
+"""Request and response bodies of the functions (pydantic v2). Input models forbid unknown fields, so a
+misspelled field is a 422 that names it. The OpenAPI document is generated from these models."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+RequestKey = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:\-]+$")]
+ModelName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:/\-]+$")]
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+
+
+class Input(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+# -- chat -----------------------------------------------------------------------------------------------
+
+class ChatRequest(Input):
+    message: Annotated[Text, StringConstraints(min_length=1, max_length=32000)]
+    session_id: Annotated[Text, StringConstraints(min_length=1, max_length=200)] | None = None
+    model: ModelName | None = None
+    max_tokens: Annotated[int, Field(ge=1, le=16384)] | None = None
+    client_message_id: RequestKey | None = None
+    stream: bool = False
+
+
+class ChatListQuery(Input):
+    session_id: Annotated[Text, StringConstraints(min_length=1, max_length=200)] | None = None
+    limit: Annotated[int, Field(ge=1, le=100)] = 20
+    cursor: Annotated[str, StringConstraints(min_length=1, max_length=400)] | None = None
+
+
+class TokenUsage(BaseModel):
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+
+class ChatResponse(BaseModel):
+    request_id: str
+    session_id: uuid.UUID
+    user_message_id: uuid.UUID
+    message_id: uuid.UUID
+    content: str
+    model: str
+    provider: str
+    usage: TokenUsage
+    balance_usd: float
+    partial: bool = False
+    replay: bool = False
+
+
+# -- compile --------------------------------------------------------------------------------------------
+
+class CompileRequest(Input):
+    task: Annotated[Text, StringConstraints(min_length=1, max_length=20000)]
+    language: Literal["python", "sql"]
+    context: Annotated[Text, StringConstraints(max_length=50000)] | None = None
+    project_id: uuid.UUID | None = None
+    model: ModelName | None = None
+    max_tokens: Annotated[int, Field(ge=1, le=8192)] | None = None
+
+
+class Diagnostic(BaseModel):
+    line: int | None = None
+    column: int | None = None
+    message: str
+
+
+class CompileResponse(BaseModel):
+    id: uuid.UUID
+    request_id: str
+    language: Literal["python", "sql"]
+    code: str
+    valid: bool
+    diagnostics: list[Diagnostic]
+    repaired: bool
+    model: str
+    provider: str
+    usage: TokenUsage
+    balance_usd: float
+    replay: bool = False
+
+
+# -- usage ----------------------------------------------------------------------------------------------
+
+class UsageQuery(Input):
+    from_: date | None = Field(default=None, alias="from")
+    to: date | None = None
+    group_by: Literal["day", "model", "operation", "service"] = "day"
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=False)
+
+
+class UsageEvent(Input):
+    event_id: uuid.UUID
+    user_id: uuid.UUID
+    service: Annotated[str, StringConstraints(min_length=1, max_length=50)]
+    operation: Annotated[str, StringConstraints(min_length=1, max_length=50)]
+    model: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
+    input_tokens: Annotated[int, Field(ge=0, le=2_000_000_000)] = 0
+    output_tokens: Annotated[int, Field(ge=0, le=2_000_000_000)] = 0
+    cost_usd: Annotated[Decimal, Field(ge=0, lt=Decimal("100000000"), decimal_places=6)] = Decimal(0)
+    latency_ms: Annotated[int, Field(ge=0, le=2_000_000_000)] | None = None
+    status: Literal["succeeded", "failed"] = "succeeded"
+    error_code: Annotated[str, StringConstraints(max_length=100)] | None = None
+    request_id: Annotated[str, StringConstraints(max_length=200)] | None = None
+    created_at: datetime | None = None
+
+
+class IngestRequest(Input):
+    events: Annotated[list[UsageEvent], Field(min_length=1, max_length=1000)]
+
+
+class IngestResponse(BaseModel):
+    received: int
+    inserted: int
+    duplicates: int
+
+
+class UsageRow(BaseModel):
+    key: str
+    requests: int
+    failures: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+
+class UsageResponse(BaseModel):
+    from_: date = Field(alias="from")
+    to: date
+    group_by: str
+    rows: list[UsageRow]
+    totals: dict[str, Any]
+    account: dict[str, Any] | None
+    view_covers_before: date | None
+
+
+# -- cursors --------------------------------------------------------------------------------------------
+
+class CursorError(ValueError):
+    pass
+
+
+def encode_cursor(values: dict[str, Any]) -> str:
+    raw = json.dumps(values, separators=(",", ":"), default=str).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, keys: set[str]) -> dict[str, Any]:
+    """The values of a cursor made by `encode_cursor` with exactly `keys`; CursorError otherwise."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        values = json.loads(raw.decode())
+    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+        raise CursorError("cursor is not one this API issued") from exc
+    if not isinstance(values, dict) or set(values) != keys:
+        raise CursorError("cursor is not one this API issued")
+    return values

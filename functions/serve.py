@@ -1,0 +1,80 @@
+"""Serve every function on one local port for the frontend: `python -m functions.serve`.
+
+Starts the embedded Postgres (or uses DATABASE_URL), applies sql/, the migrations and the seed, mounts
+each functions-framework target under /<target>, and prints the URLs and a development token for the
+seeded demo user. Development only: refuses ENVIRONMENT=production.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+DEMO_USER_ID = "00000000-0000-4000-8000-00000000d3e0"
+SOURCE = Path(__file__).with_name("main.py")
+
+
+def build_app() -> Any:
+    """One WSGI app with each target's functions-framework app under /<target>."""
+    from functions_framework import create_app
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+    from functions.main import TARGETS
+
+    apps = {f"/{t}": _root_for_empty_path(create_app(t, str(SOURCE))) for t in TARGETS}  # type: ignore[no-untyped-call]
+    os.environ.pop("FUNCTION_TARGET", None)  # create_app writes it; it names one target, not all
+
+    def index_or_404(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO") in ("", "/"):
+            start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
+            return [("functions: " + ", ".join(f"/{t}" for t in TARGETS) + "\n").encode()]
+        start_response("404 Not Found", [("Content-Type", "application/json")])
+        return [b'{"error": {"code": "not_found", "message": "no such function"}}']
+
+    return DispatcherMiddleware(index_or_404, apps)
+
+
+def _root_for_empty_path(app: Any) -> Any:
+    """Flask answers 308 for an empty path: a request to /chat reaches the chat app as /."""
+
+    def wrapped(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO", "") == "":
+            environ["PATH_INFO"] = "/"
+        return app(environ, start_response)
+
+    return wrapped
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
+    args = parser.parse_args(argv)
+
+    from functions import runtime
+    from functions.auth import mint_dev_token
+
+    settings = runtime.settings()
+    if settings.environment == "production":
+        raise SystemExit("functions.serve is for development; deploy each target with functions-framework")
+    runtime.database()  # start the embedded Postgres and migrate before the first request
+    app = build_app()
+    base = f"http://{args.host}:{args.port}"
+    token = mint_dev_token(DEMO_USER_ID, email="demo@example.com")
+    from functions.main import TARGETS
+
+    print("Functions (offline development model unless MODEL_PROVIDER is set):", flush=True)
+    for target in TARGETS:
+        print(f"  {base}/{target}", flush=True)
+    print(f"\nDemo user {DEMO_USER_ID} token (24 h):\n  export TOKEN={token}", flush=True)
+    secret = runtime.authenticator().service_secret
+    print(f"Service secret for refresh_views and usage ingest:\n  export SERVICE_SECRET={secret}", flush=True)
+    from werkzeug.serving import run_simple
+
+    run_simple(args.host, args.port, app, threaded=True, use_reloader=False)
+
+
+if __name__ == "__main__":
+    main()

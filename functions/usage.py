@@ -1,0 +1,35 @@
+"""`usage`: GET the caller's usage for a date range (grouped by day, model, operation or service) with
+month spend, quota left and balance; POST (service secret only) ingests a batch of up to 1,000 events."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import flask
+
+from functions.db import SERVICE
+from functions.http import Context, endpoint
+from functions.schemas import IngestRequest, UsageQuery
+
+DEFAULT_DAYS = 30
+
+
+@endpoint("usage", methods=("GET", "POST"))
+def handle(ctx: Context) -> flask.Response | Mapping[str, Any]:
+    """Summary for the caller (GET) or batch ingest for services (POST)."""
+    if ctx.request.method == "POST":
+        ctx.authenticate_service()
+        batch = ctx.json_body(IngestRequest)
+        events = [e.model_dump(mode="json", exclude_none=True) for e in batch.events]
+        result: dict[str, Any] = ctx.db.rpc("ingest_usage", {"events": events}, SERVICE)
+        ctx.log_fields.update(events=result["received"], inserted=result["inserted"])
+        return result
+    principal = ctx.authenticate_user()
+    query = ctx.query(UsageQuery)
+    to = query.to or datetime.now(UTC).date()
+    since = query.from_ or to - timedelta(days=DEFAULT_DAYS - 1)
+    summary: dict[str, Any] = ctx.db.rpc("usage_summary", {
+        "from": since, "to": to, "group_by": query.group_by, "user_id": principal.user_id}, principal.caller)
+    return summary

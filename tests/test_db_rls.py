@@ -1,0 +1,361 @@
+"""Row-level security and grants, tried the way the browser would: as `authenticated` (user A) against
+user B's rows, and as `anon`, on every table in public and every RPC."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from functions.rows import TABLES
+from tests.pg import Sql
+
+# Who owns a row of each table; the shared catalog tables (readable by every signed-in user) have no owner.
+OWNER_COLUMN = {
+    "profiles": "id",
+    "billing_accounts": "user_id",
+    "credit_ledger": "user_id",
+    "holds": "user_id",
+    "api_keys": "user_id",
+    "usage_logs": "user_id",
+    "chat_sessions": "user_id",
+    "chat_messages": "user_id",
+    "chat_session_summaries": "user_id",
+    "code_gen_requests": "user_id",
+    "projects": "user_id",
+    "project_files": "user_id",
+    "project_thoughts": "user_id",
+}
+SHARED = {"plans", "model_prices"}
+
+# The most harmful update a browser could try on each table.
+HARMFUL_UPDATE = {
+    "profiles": "plan_id = 'team', status = 'active'",
+    "billing_accounts": "balance_usd = balance_usd + 1000",
+    "credit_ledger": "amount_usd = 1000",
+    "holds": "status = 'released', closed_at = now()",
+    "api_keys": "revoked_at = now()",
+    "usage_logs": "cost_usd = 0",
+    "chat_sessions": "title = 'pwned'",
+    "chat_messages": "content = 'pwned'",
+    "chat_session_summaries": "summary = 'pwned'",
+    "code_gen_requests": "code = 'pwned'",
+    "projects": "name = 'pwned'",
+    "project_files": "content = 'pwned'",
+    "project_thoughts": "content = 'pwned'",
+    "plans": "monthly_quota_usd = 1000000",
+    "model_prices": "input_usd_per_mtok = 0, output_usd_per_mtok = 0",
+}
+# Updates the owner is allowed to make; tried on the other user's rows.
+OWNER_UPDATE = {
+    "profiles": "display_name = 'pwned'",
+    "chat_sessions": "deleted_at = now()",
+    "projects": "deleted_at = now()",
+    "project_files": "deleted_at = now()",
+}
+
+# Service-only RPCs, called by a signed-in user for themselves with plausible arguments.
+SERVICE_ONLY_CALLS = {
+    "begin_charge": "public.begin_charge(%(uid)s, 'r-own', 'chat', 'offline-dev', 10, 10)",
+    "settle_chat_turn": "public.settle_chat_turn(%(hold)s, null, 'hi', 'hello', 1, 1)",
+    "settle_compile": "public.settle_compile(%(hold)s, 'task', 'python', 'x = 1', true, '[]', 1, 1)",
+    "release_hold": "public.release_hold(%(hold)s, 'model_error')",
+    "expire_stale_holds": "public.expire_stale_holds(1)",
+    "top_up": "public.top_up(%(uid)s, 1000, 'free-money')",
+    "ingest_usage": "public.ingest_usage('[]')",
+    "refresh_usage_views": "public.refresh_usage_views()",
+    "authenticate_api_key": "public.authenticate_api_key(%(key)s)",
+    "health_probe": "public.health_probe()",
+}
+BROWSER_RPCS = {
+    "create_api_key", "list_api_keys", "revoke_api_key", "usage_summary", "chat_history", "list_sessions",
+    "list_messages", "check_project", "save_project_files", "delete_project_file",
+}
+
+
+def create_api_key(db: Sql, name: str | None, user_id: uuid.UUID | None, *, as_user: uuid.UUID | None = None) -> Any:
+    """`create_api_key` as the service (or as `as_user`); its `p_name` clashes with `Sql.rpc`'s `name`."""
+    role = "service_role" if as_user is None else "authenticated"
+    with db.acting(role, as_user) as c:
+        row = c.execute("select public.create_api_key(p_name => %s, p_user_id => %s) as r", (name, user_id)).fetchone()
+    return row["r"]
+
+
+def seed_user_rows(db: Sql, uid: uuid.UUID) -> dict[str, Any]:
+    """Give `uid` at least one row in every user-owned table, through the RPCs and the browser's writes."""
+    key = create_api_key(db, "ci", uid)
+    hold = db.rpc("begin_charge", user_id=uid, request_id=f"chat-{uid}", operation="chat", model="offline-dev",
+                  prompt_chars=20, max_output_tokens=20)
+    turn = db.rpc("settle_chat_turn", hold_id=hold["hold_id"], session_id=None, user_message="hi",
+                  assistant_message="hello", input_tokens=5, output_tokens=5)
+    with db.acting("authenticated", uid) as c:
+        project = c.execute("insert into public.projects (name) values ('p') returning id").fetchone()["id"]
+        c.execute("insert into public.project_thoughts (project_id, content) values (%s, 'a note')", (project,))
+    files = db.rpc("save_project_files", as_role="authenticated", as_user=uid, project_id=project,
+                   files=[{"path": "a.py", "content": "x = 1"}])
+    compile_hold = db.rpc("begin_charge", user_id=uid, request_id=f"compile-{uid}", operation="compile",
+                          model="offline-dev", prompt_chars=20, max_output_tokens=20)
+    compiled = db.rpc("settle_compile", hold_id=compile_hold["hold_id"], task="one", language="python",
+                      code="x = 1", valid=True, diagnostics=[], input_tokens=5, output_tokens=5, project_id=project)
+    open_hold = db.rpc("begin_charge", user_id=uid, request_id=f"open-{uid}", operation="chat",
+                       model="offline-dev", prompt_chars=20, max_output_tokens=20)
+    return {"key": key, "session": turn["session_id"], "project": project, "file": files[0]["id"],
+            "compile": compiled["id"], "open_hold": open_hold["hold_id"]}
+
+
+def outcome(db: Sql, role: str, uid: uuid.UUID | None, statement: str, params: Any = None) -> int | str:
+    """Rows a statement affected as `role`, or the SQLSTATE it failed with (the transaction rolls back)."""
+    try:
+        with db.acting(role, uid) as c:
+            return c.execute(statement, params).rowcount
+    except psycopg.Error as exc:
+        return exc.sqlstate or "?"
+
+
+def fingerprint(db: Sql, table: str) -> str:
+    query = sql.SQL("select md5(coalesce(string_agg(t::text, '|' order by t::text), '')) from public.{} t")
+    return str(db.one(query.format(sql.Identifier(table)).as_string(db.conn)))
+
+
+@pytest.fixture
+def two_users(db: Sql) -> tuple[uuid.UUID, uuid.UUID, dict[str, Any]]:
+    a, b = db.make_user(balance=5), db.make_user(balance=5)
+    seed_user_rows(db, a)
+    return a, b, seed_user_rows(db, b)
+
+
+def test_every_public_table_is_classified() -> None:
+    assert set(OWNER_COLUMN) | SHARED == set(TABLES)
+    assert set(HARMFUL_UPDATE) == set(TABLES)
+
+
+@pytest.mark.parametrize("table", sorted(OWNER_COLUMN))
+def test_user_cannot_read_update_or_delete_another_users_rows(
+    db: Sql, two_users: tuple[uuid.UUID, uuid.UUID, dict[str, Any]], table: str
+) -> None:
+    a, b, _ = two_users
+    owner = sql.Identifier(OWNER_COLUMN[table])
+    ident = sql.Identifier(table)
+
+    def q(template: str) -> str:
+        return sql.SQL(template).format(t=ident, o=owner).as_string(db.conn)
+
+    own = db.one(q("select count(*) from public.{t} where {o} = %s"), (a,))
+    theirs = db.one(q("select count(*) from public.{t} where {o} = %s"), (b,))
+    assert own > 0 and theirs > 0, "seed both users"
+    with db.acting("authenticated", a) as c:
+        # count(*) needs no column privilege, so this works even on api_keys (key_hash is not granted).
+        assert c.execute(q("select count(*) as n from public.{t} where {o} = %s"), (b,)).fetchone()["n"] == 0
+        assert c.execute(q("select count(*) as n from public.{t}")).fetchone()["n"] == own
+
+    before = fingerprint(db, table)
+    for assignment in {HARMFUL_UPDATE[table], OWNER_UPDATE.get(table, HARMFUL_UPDATE[table])}:
+        result = outcome(db, "authenticated", a, q(f"update public.{{t}} set {assignment} where {{o}} = %s"), (b,))
+        assert result in (0, "42501"), (assignment, result)
+        result = outcome(db, "authenticated", a, q(f"update public.{{t}} set {assignment}"))  # no filter at all
+        assert result in (0, "42501") or (table in OWNER_UPDATE and assignment == OWNER_UPDATE[table]), result
+    result = outcome(db, "authenticated", a, q("delete from public.{t} where {o} = %s"), (b,))
+    assert result in (0, "42501"), result
+    theirs_after = db.q(q("select * from public.{t} where {o} = %s"), (b,))
+    assert len(theirs_after) == theirs
+    if table not in OWNER_UPDATE:  # the owner-allowed update may have touched A's own rows only
+        assert fingerprint(db, table) == before
+
+
+@pytest.mark.parametrize("table", sorted(SHARED))
+def test_shared_catalog_tables_are_read_only_for_users(db: Sql, table: str) -> None:
+    a = db.make_user()
+    ident = sql.Identifier(table)
+    before = fingerprint(db, table)
+    with db.acting("authenticated", a) as c:
+        assert c.execute(sql.SQL("select count(*) as n from public.{}").format(ident)).fetchone()["n"] > 0
+    update = sql.SQL("update public.{} set " + HARMFUL_UPDATE[table]).format(ident).as_string(db.conn)
+    assert outcome(db, "authenticated", a, update) in (0, "42501")
+    assert outcome(db, "authenticated", a, sql.SQL("delete from public.{}").format(ident).as_string(db.conn)) in (
+        0, "42501")
+    insert = {
+        "plans": "insert into public.plans (id, name, monthly_quota_usd) values ('mine', 'Mine', 1000000)",
+        "model_prices": "insert into public.model_prices (model, provider, input_usd_per_mtok, output_usd_per_mtok)"
+                        " values ('free-model', 'offline', 0, 0)",
+    }[table]
+    assert outcome(db, "authenticated", a, insert) == "42501"
+    assert fingerprint(db, table) == before
+
+
+@pytest.mark.parametrize("table", sorted(TABLES))
+def test_anon_sees_and_changes_nothing(db: Sql, two_users: Any, table: str) -> None:
+    ident = sql.Identifier(table)
+    assert db.one(sql.SQL("select count(*) from public.{}").format(ident).as_string(db.conn)) > 0
+    count = outcome(db, "anon", None, sql.SQL("select 1 from public.{}").format(ident).as_string(db.conn))
+    assert count in (0, "42501"), count
+    before = fingerprint(db, table)
+    update = sql.SQL("update public.{} set " + HARMFUL_UPDATE[table]).format(ident).as_string(db.conn)
+    assert outcome(db, "anon", None, update) in (0, "42501")
+    assert outcome(db, "anon", None, sql.SQL("delete from public.{}").format(ident).as_string(db.conn)) in (0, "42501")
+    assert fingerprint(db, table) == before
+
+
+def test_anon_cannot_call_any_rpc(db: Sql) -> None:
+    functions = db.q("select proname, pronargs from pg_proc where pronamespace = 'public'::regnamespace")
+    assert {f["proname"] for f in functions} >= set(SERVICE_ONLY_CALLS) | BROWSER_RPCS
+    for f in functions:
+        call = f"select public.{f['proname']}({', '.join(['null'] * f['pronargs'])})"
+        assert outcome(db, "anon", None, call) == "42501", f["proname"]
+
+
+@pytest.mark.parametrize("name", sorted(SERVICE_ONLY_CALLS))
+def test_user_cannot_call_service_only_rpcs(db: Sql, two_users: Any, name: str) -> None:
+    a = two_users[0]
+    own_hold = db.rpc("begin_charge", user_id=a, request_id="own-open", operation="chat", model="offline-dev",
+                      prompt_chars=10, max_output_tokens=10)["hold_id"]
+    key = create_api_key(db, "k", a)["key"]
+    params = {"uid": a, "hold": own_hold, "key": key}
+    before = {t: fingerprint(db, t) for t in ("billing_accounts", "holds", "credit_ledger", "usage_logs")}
+    assert outcome(db, "authenticated", a, f"select {SERVICE_ONLY_CALLS[name]}", params) == "42501"
+    assert before == {t: fingerprint(db, t) for t in before}
+
+
+def test_functions_executable_by_authenticated_are_exactly_the_browser_rpcs(db: Sql) -> None:
+    rows = db.q("select proname from pg_proc where pronamespace = 'public'::regnamespace"
+                " and has_function_privilege('authenticated', oid, 'execute')")
+    assert {r["proname"] for r in rows} == BROWSER_RPCS
+
+
+def test_api_key_hash_is_not_readable_by_users(db: Sql, two_users: Any) -> None:
+    a, _, _ = two_users
+    assert outcome(db, "authenticated", a, "select key_hash from public.api_keys") == "42501"
+    assert outcome(db, "authenticated", a, "select * from public.api_keys") == "42501"
+    with db.acting("authenticated", a) as c:
+        rows = c.execute("select id, user_id, name, prefix, last_used_at, revoked_at, created_at"
+                         " from public.api_keys").fetchall()
+    assert [r["user_id"] for r in rows] == [a]
+    listed = db.rpc("list_api_keys", as_role="authenticated", as_user=a)
+    assert "key_hash" not in listed[0] and "key" not in listed[0]
+
+
+# What the browser may write ----------------------------------------------------------------------------
+
+
+def test_user_creates_and_updates_own_projects_files_thoughts_and_sessions(db: Sql) -> None:
+    a = db.make_user()
+    with db.acting("authenticated", a) as c:
+        project = c.execute("insert into public.projects (name, description) values ('site', 'd')"
+                            " returning id, user_id").fetchone()
+        assert project["user_id"] == a  # from the column default auth.uid()
+        assert c.execute("update public.projects set name = 'site2' where id = %s", (project["id"],)).rowcount == 1
+        file = c.execute("insert into public.project_files (project_id, path, content) values (%s, 'a.py', 'x')"
+                         " returning id", (project["id"],)).fetchone()
+        assert c.execute("update public.project_files set content = 'y' where id = %s", (file["id"],)).rowcount == 1
+        c.execute("insert into public.project_thoughts (project_id, content) values (%s, 'idea')", (project["id"],))
+        session = c.execute("insert into public.chat_sessions (title) values ('t') returning id, user_id").fetchone()
+        assert session["user_id"] == a
+        assert c.execute("update public.chat_sessions set title = 'renamed', deleted_at = now() where id = %s",
+                         (session["id"],)).rowcount == 1
+        assert c.execute("update public.profiles set display_name = 'Ada' where id = %s", (a,)).rowcount == 1
+    saved = db.rpc("save_project_files", as_role="authenticated", as_user=a, project_id=project["id"],
+                   files=[{"path": "a.py", "content": "z"}, {"path": "b.py", "content": "w"}])
+    assert [f["path"] for f in saved] == ["a.py", "b.py"]
+    assert saved[0]["id"] == file["id"]
+    assert db.one("select content from public.project_files where id = %s", (file["id"],)) == "z"
+    assert db.one("select title from public.chat_sessions where id = %s", (session["id"],)) == "renamed"
+    assert db.one("select count(*) from public.project_thoughts where user_id = %s", (a,)) == 1
+    assert db.one("select display_name from public.profiles where id = %s", (a,)) == "Ada"
+
+
+def test_user_cannot_write_into_another_users_project_or_as_another_user(
+    db: Sql, two_users: tuple[uuid.UUID, uuid.UUID, dict[str, Any]]
+) -> None:
+    a, b, b_rows = two_users
+    theirs = b_rows["project"]
+    before = {t: fingerprint(db, t) for t in ("projects", "project_files", "project_thoughts", "chat_sessions")}
+    attempts = [
+        ("insert into public.project_files (project_id, path) values (%s, 'evil.py')", (theirs,)),
+        ("insert into public.project_files (project_id, user_id, path) values (%s, %s, 'evil.py')", (theirs, b)),
+        ("insert into public.project_thoughts (project_id, content) values (%s, 'evil')", (theirs,)),
+        ("insert into public.project_thoughts (project_id, user_id, content) values (%s, %s, 'evil')", (theirs, b)),
+        ("insert into public.projects (user_id, name) values (%s, 'evil')", (b,)),
+        ("insert into public.chat_sessions (user_id, title) values (%s, 'evil')", (b,)),
+        ("update public.projects set user_id = %s where user_id = %s", (b, a)),
+        ("update public.chat_sessions set user_id = %s where user_id = %s", (b, a)),
+        ("update public.project_files set project_id = %s where user_id = %s", (theirs, a)),
+    ]
+    for statement, params in attempts:
+        assert outcome(db, "authenticated", a, statement, params) == "42501", statement
+    with pytest.raises(psycopg.Error) as err:
+        db.rpc("save_project_files", as_role="authenticated", as_user=a, project_id=theirs,
+               files=[{"path": "evil.py", "content": "x"}])
+    assert err.value.sqlstate == "PT404"
+    assert before == {t: fingerprint(db, t) for t in before}
+
+
+def test_user_cannot_write_backend_tables_directly(db: Sql, two_users: Any) -> None:
+    a = two_users[0]
+    hold = db.one("select id from public.holds where user_id = %s limit 1", (a,))
+    session = db.one("select id from public.chat_sessions where user_id = %s limit 1", (a,))
+    attempts = [
+        "insert into public.billing_accounts (user_id, balance_usd) values (gen_random_uuid(), 1000)",
+        "update public.billing_accounts set balance_usd = 1000 where user_id = %(a)s",
+        "delete from public.billing_accounts where user_id = %(a)s",
+        "insert into public.credit_ledger (user_id, kind, amount_usd, balance_after, idempotency_key)"
+        " values (%(a)s, 'top_up', 1000, 1000, 'free')",
+        "delete from public.credit_ledger where user_id = %(a)s",
+        "insert into public.holds (user_id, request_id, operation, model, amount_usd)"
+        " values (%(a)s, 'x', 'chat', 'offline-dev', 0)",
+        "update public.holds set status = 'released', closed_at = now() where id = %(hold)s",
+        "insert into public.usage_logs (user_id, service, operation, status) values (%(a)s, 's', 'o', 'failed')",
+        "delete from public.usage_logs where user_id = %(a)s",
+        "insert into public.chat_messages (session_id, user_id, seq, role, content)"
+        " values (%(session)s, %(a)s, 99, 'assistant', 'forged')",
+        "update public.chat_messages set content = 'edited' where user_id = %(a)s",
+        "insert into public.chat_session_summaries (session_id, user_id) values (%(session)s, %(a)s)",
+        "insert into public.code_gen_requests (user_id, request_id, task, language, code, valid, model,"
+        " input_tokens, output_tokens, cost_usd) values (%(a)s, 'x', 't', 'sql', 'select 1', true, 'm', 0, 0, 0)",
+        "insert into public.api_keys (user_id, name, prefix, key_hash)"
+        " values (%(a)s, 'k', '000000000000', repeat('0', 64))",
+        "update public.api_keys set revoked_at = null where user_id = %(a)s",
+        "delete from public.api_keys where user_id = %(a)s",
+        "update public.profiles set plan_id = 'team' where id = %(a)s",
+        "update public.profiles set status = 'active' where id = %(a)s",
+        "insert into public.profiles (id) values (gen_random_uuid())",
+        "delete from public.profiles where id = %(a)s",
+        "delete from public.projects where user_id = %(a)s",
+        "delete from public.project_files where user_id = %(a)s",
+        "update public.project_thoughts set content = 'x' where user_id = %(a)s",
+        "delete from public.chat_sessions where user_id = %(a)s",
+    ]
+    params = {"a": a, "hold": hold, "session": session}
+    before = {t: fingerprint(db, t) for t in TABLES}
+    for statement in attempts:
+        assert outcome(db, "authenticated", a, statement, params) == "42501", statement
+    assert before == {t: fingerprint(db, t) for t in TABLES}
+
+
+def test_user_rpcs_refuse_another_users_objects(db: Sql, two_users: tuple[uuid.UUID, uuid.UUID, dict[str, Any]]
+                                                ) -> None:
+    a, b, theirs = two_users
+    calls: list[tuple[str, dict[str, Any], str]] = [
+        ("list_messages", {"session_id": theirs["session"]}, "PT404"),
+        ("chat_history", {"session_id": theirs["session"]}, "PT404"),
+        ("check_project", {"project_id": theirs["project"]}, "PT404"),
+        ("delete_project_file", {"file_id": theirs["file"]}, "PT404"),
+        ("revoke_api_key", {"key_id": theirs["key"]["id"]}, "PT404"),
+        ("list_api_keys", {"user_id": b}, "PT403"),
+        ("usage_summary", {"from": "2020-01-01", "to": "2020-01-02", "user_id": b}, "PT403"),
+        ("list_sessions", {"user_id": b}, "PT403"),
+    ]
+    before = {t: fingerprint(db, t) for t in TABLES}
+    for name, args, state in calls:
+        with pytest.raises(psycopg.Error) as err:
+            db.rpc(name, as_role="authenticated", as_user=a, **args)
+        assert err.value.sqlstate == state, name
+    with pytest.raises(psycopg.Error) as err:
+        create_api_key(db, "mine-now", b, as_user=a)
+    assert err.value.sqlstate == "PT403"
+    # Without must_exist, another user's session looks like a new one: empty, nothing leaked.
+    assert db.rpc("chat_history", as_role="authenticated", as_user=a, session_id=theirs["session"],
+                  must_exist=False) == []
+    assert before == {t: fingerprint(db, t) for t in TABLES}
+    assert db.one("select revoked_at from public.api_keys where id = %s", (theirs["key"]["id"],)) is None
