@@ -68,3 +68,72 @@ def db(db_url: str) -> Iterator[Sql]:
     s = Sql(db_url)
     yield s
     s.close()
+
+
+# -- the functions ------------------------------------------------------------------------------------
+
+TEST_ENV = {
+    "ENVIRONMENT": "test",
+    "SUPABASE_JWT_SECRET": "",  # filled below
+    "SERVICE_SECRET": "",
+    "JWT_ISSUER": "",
+    "CORS_ALLOWED_ORIGINS": "",
+    "REPLAY_WAIT_SECONDS": "5",
+    "OPENAI_BASE_URL": "https://llm.test/v1",
+    "OPENAI_API_KEY": "sk-test-openai",
+    "ANTHROPIC_BASE_URL": "https://anthropic.test",
+    "ANTHROPIC_API_KEY": "sk-test-anthropic",
+    "MODEL_TIMEOUT_SECONDS": "2",
+}
+
+
+@pytest.fixture
+def fn_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A clean, test-only environment for the functions; singletons reset before and after."""
+    import stamina
+
+    from functions import runtime
+    from tests import fnsupport
+
+    values = TEST_ENV | {"SUPABASE_JWT_SECRET": fnsupport.JWT_SECRET, "SERVICE_SECRET": fnsupport.SERVICE_SECRET,
+                         "JWT_ISSUER": fnsupport.ISSUER, "CORS_ALLOWED_ORIGINS": fnsupport.ORIGIN}
+    for key in ("DATABASE_URL", "SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "MODEL_PROVIDER", "DB_TRANSPORT"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    runtime.reset()
+    with stamina.set_testing(True, attempts=3, cap=True):  # retries without the waits
+        yield
+    runtime.reset()
+
+
+@pytest.fixture(params=["postgres", "supabase"])
+def api(request: pytest.FixtureRequest, fn_env: None, db: Sql) -> Iterator[Any]:
+    """The functions over the postgres transport, or over the supabase transport with respx routing
+    `/rest/v1/rpc/<name>` to the same real database."""
+    import respx
+
+    from functions import runtime
+    from functions.db.postgres import PostgresDatabase
+    from tests import fnsupport
+    from tests.postgrest import PostgrestEmulator
+
+    with respx.mock(assert_all_called=False) as router:
+        emulator = None
+        if request.param == "postgres":
+            runtime.install(PostgresDatabase(db.url, max_size=8))
+        else:
+            from functions.db.supabase import SupabaseDatabase
+
+            emulator = PostgrestEmulator(db.url, fnsupport.JWT_SECRET)
+            router.post(url__regex=rf"^{fnsupport.SUPABASE_URL}/rest/v1/rpc/").mock(side_effect=emulator)
+            runtime.install(SupabaseDatabase(fnsupport.SUPABASE_URL, fnsupport.role_key("service_role"),
+                                             fnsupport.role_key("anon")))
+        client = fnsupport.Api(request.param)
+        client.db = db  # type: ignore[attr-defined]
+        client.router = router  # type: ignore[attr-defined]
+        client.emulator = emulator  # type: ignore[attr-defined]
+        yield client
+        runtime.reset()
+        if emulator is not None:
+            emulator.close()
