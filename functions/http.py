@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 
 import flask
 import pydantic
-from werkzeug.exceptions import RequestEntityTooLarge
 
 from functions import runtime
 from functions.auth import Principal
@@ -82,7 +81,10 @@ class Context:
         """The body parsed into `model`: 415 if not JSON, 400 if malformed, 422 naming each bad field."""
         if not self.request.is_json:
             raise UnsupportedMediaType("send Content-Type: application/json", code="unsupported_media_type")
-        raw = self.request.get_data(cache=True)
+        limit = self.settings.max_body_bytes
+        raw = self.request.stream.read(limit + 1)  # bounded even for chunked bodies with no Content-Length
+        if len(raw) > limit:
+            raise PayloadTooLarge(f"body is over {limit} bytes")
         try:
             data = json.loads(raw.decode("utf-8"))
         except UnicodeDecodeError as exc:
@@ -142,7 +144,6 @@ def endpoint(function: str, methods: Iterable[str]) -> Callable[[Handler], Calla
             ctx = Context(request, request_id, function, settings)
             origin = request.headers.get("Origin")
             allow_origin = _cors_origin(settings, origin)
-            request.max_content_length = settings.max_body_bytes
             error: ApiError | None = None
             try:
                 if request.method == "OPTIONS":
@@ -161,8 +162,6 @@ def endpoint(function: str, methods: Iterable[str]) -> Callable[[Handler], Calla
                     response = result if isinstance(result, flask.Response) else json_response(result)
             except ApiError as exc:
                 error = exc
-            except RequestEntityTooLarge:
-                error = PayloadTooLarge(f"body is over {settings.max_body_bytes} bytes")
             except Exception:
                 log.exception(json.dumps({"function": function, "request_id": request_id, "event": "unhandled"}))
                 error = InternalError("internal error")

@@ -88,7 +88,8 @@ class PostgrestEmulator:
                 return self._error(404, "PGRST202", f"Could not find the function public.{name}({', '.join(args)})")
             keys = list(args)
             record = sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(k), sql.SQL(declared[k])) for k in keys)
-            call_args = sql.SQL(", ").join(sql.SQL("{} := a.{}").format(sql.Identifier(k), sql.Identifier(k)) for k in keys)
+            call_args = sql.SQL(", ").join(
+                sql.SQL("{} := a.{}").format(sql.Identifier(k), sql.Identifier(k)) for k in keys)
             if keys:
                 query = sql.SQL("select public.{}({}) from json_to_record(%s::json) as a({})").format(
                     sql.Identifier(name), call_args, record)

@@ -13,6 +13,8 @@ create table public.chat_sessions (
 comment on table public.chat_sessions is 'A conversation. Soft-deleted with deleted_at; listed newest activity first.';
 create index chat_sessions_user_recent_idx on public.chat_sessions (user_id, last_message_at desc, id desc)
   where deleted_at is null;
+-- The partial index above skips soft-deleted rows, so it cannot serve the foreign key (cascade from profiles).
+create index chat_sessions_user_id_idx on public.chat_sessions (user_id);
 create trigger chat_sessions_touch before update on public.chat_sessions
   for each row execute function private.touch_updated_at();
 alter table public.chat_sessions enable row level security;
