@@ -70,7 +70,10 @@ def test_non_json_body_is_415(api: Any) -> None:
     assert r.status_code == 415
 
 
-@pytest.mark.parametrize(("raw", "code"), [(b"{not json", "invalid_json"), (b'{"message": "\xff\xfe"}', "invalid_utf8")])
+@pytest.mark.parametrize(("raw", "code"), [
+    (b"{not json", "invalid_json"),
+    (b'{"message": "\xff\xfe"}', "invalid_utf8"),
+])
 def test_malformed_body_is_400(api: Any, raw: bytes, code: str) -> None:
     uid = api.db.make_user(balance=5)
     r = api.post("chat", data=raw, user=uid, headers={"Content-Type": "application/json"})
