@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,12 +17,12 @@ from tests.pg import Sql
 
 
 @pytest.fixture
-def pg(fn_env: None, db: Sql, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Api, PostgresDatabase, Sql]]:
+def pg(fn_env: None, db: Sql, monkeypatch: pytest.MonkeyPatch) -> tuple[Api, PostgresDatabase, Sql]:
     monkeypatch.setenv("REPLAY_WAIT_SECONDS", "0.3")
     runtime.reset()
     database = PostgresDatabase(db.url, max_size=4)
     runtime.install(database)
-    yield Api("postgres"), database, db
+    return Api("postgres"), database, db
 
 
 def dead_pool(tmp_path: Any) -> ConnectionPool:

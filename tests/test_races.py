@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -23,11 +23,11 @@ MESSAGE = "race me"
 
 
 @pytest.fixture
-def pg_api(fn_env: None, db: Sql) -> Iterator[Api]:
+def pg_api(fn_env: None, db: Sql) -> Api:
     runtime.install(PostgresDatabase(db.url, max_size=16))
     client = Api("postgres")
     client.db = db  # type: ignore[attr-defined]
-    yield client
+    return client
 
 
 def exact_price_model(db: Sql) -> tuple[int, Decimal]:
@@ -101,8 +101,8 @@ def test_same_request_id_20_times_at_once_is_one_turn_one_charge_same_answer(pg_
 def test_monthly_quota_raced_is_never_exceeded(pg_api: Api) -> None:
     db: Sql = pg_api.db  # type: ignore[attr-defined]
     max_tokens, per_turn = exact_price_model(db)
-    db.q("insert into public.plans (id, name, monthly_quota_usd, requests_per_minute) values ('tiny', 'Tiny', %s, 1000)",
-         (per_turn * 7,))
+    db.q("insert into public.plans (id, name, monthly_quota_usd, requests_per_minute) "
+         "values ('tiny', 'Tiny', %s, 1000)", (per_turn * 7,))
     uid = db.make_user(balance=100, plan="tiny")
     results = race(30, lambda i: pg_api.post("chat", {"message": MESSAGE, "model": "race-model",
                                                       "max_tokens": max_tokens}, user=uid))
