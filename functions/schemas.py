@@ -104,7 +104,7 @@ class CompileResponse(BaseModel):
 class UsageQuery(Input):
     from_: date | None = Field(default=None, alias="from")
     to: date | None = None
-    group_by: Literal["day", "model", "operation", "service"] = "day"
+    group_by: Literal["day", "model", "operation", "service", "day_model"] = "day"
 
     model_config = ConfigDict(extra="forbid", populate_by_name=False)
 
@@ -137,6 +137,8 @@ class IngestResponse(BaseModel):
 
 class UsageRow(BaseModel):
     key: str
+    day: date | None = None  # group_by=day_model only
+    model: str | None = None  # group_by=day_model only
     requests: int
     failures: int
     input_tokens: int
@@ -152,6 +154,89 @@ class UsageResponse(BaseModel):
     totals: dict[str, Any]
     account: dict[str, Any] | None
     view_covers_before: date | None
+
+
+# -- responses of the listing, scheduled and probe operations, and the error envelope ---------------------
+
+class ChatSessionItem(BaseModel):
+    """One of the caller's sessions, as `GET /chat` lists them (newest activity first)."""
+
+    id: uuid.UUID
+    title: str | None
+    last_message_at: datetime
+    created_at: datetime
+    message_count: int
+
+
+class ChatMessageItem(BaseModel):
+    """One message of a session, as `GET /chat?session_id=` lists them (newest first, by `seq`)."""
+
+    id: uuid.UUID
+    seq: int
+    role: Literal["system", "user", "assistant"]
+    content: str
+    model: str | None
+    status: Literal["complete", "partial"]
+    input_tokens: int | None
+    output_tokens: int | None
+    created_at: datetime
+
+
+class ChatListResponse(BaseModel):
+    """Sessions (no `session_id` given) or one session's messages; pass `next_cursor` back as `cursor`."""
+
+    items: list[ChatSessionItem] | list[ChatMessageItem]
+    next_cursor: str | None
+
+
+class ChatDelta(BaseModel):
+    """The `data` of a streamed chat's `delta` event: the next piece of the reply."""
+
+    text: str
+
+
+class ViewRefresh(BaseModel):
+    view: str
+    covers_before: date
+    duration_ms: int
+
+
+class ExpiredHolds(BaseModel):
+    expired: int
+    hold_ids: list[uuid.UUID]
+
+
+class RefreshViewsResponse(BaseModel):
+    refreshed: list[ViewRefresh]
+    expired_holds: ExpiredHolds
+    duration_ms: float
+
+
+class HealthDatabase(BaseModel):
+    ok: bool
+    latest_migration: str | None
+    expected_migration: str | None = None
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+    model_provider: str
+    transport: str
+    database: HealthDatabase
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="Machine-readable, e.g. `validation_error`, `payment_required`.")
+    message: str = Field(description="For people; a 422 names each bad field.")
+    request_id: str = Field(description="The request's id, also in the `X-Request-Id` response header.")
+    details: Any = Field(default=None, description="Present on some errors: for a 422 from validation, a list "
+                                                   "of `{field, message, type}`.")
+
+
+class Error(BaseModel):
+    """The envelope of every failure (`functions.errors.ApiError.body`)."""
+
+    error: ErrorBody
 
 
 # -- cursors --------------------------------------------------------------------------------------------

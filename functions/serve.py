@@ -2,18 +2,43 @@
 
 Starts the embedded Postgres (or uses DATABASE_URL), applies sql/, the migrations and the seed, mounts
 each functions-framework target under /<target>, and prints the URLs and a development token for the
-seeded demo user. Development only: refuses ENVIRONMENT=production.
+seeded demo user. The demo page is served from a second port, so the browser calls the functions
+cross-origin exactly as a deployed frontend does (CORS included). Development only: refuses
+ENVIRONMENT=production.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
 DEMO_USER_ID = "00000000-0000-4000-8000-00000000d3e0"
 SOURCE = Path(__file__).with_name("main.py")
+DEMO_DIR = Path(__file__).with_name("demo")
+
+
+def build_demo_app(functions_url: str, demo_token: str | None) -> Any:
+    """The demo page (static files) plus /config.js telling it where the functions are."""
+    import json
+
+    from werkzeug.middleware.shared_data import SharedDataMiddleware
+
+    config = f"window.DEMO_CONFIG = {json.dumps({'functionsUrl': functions_url, 'demoToken': demo_token})};\n"
+
+    def config_or_404(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO") == "/config.js":
+            start_response("200 OK", [("Content-Type", "text/javascript"), ("Cache-Control", "no-store")])
+            return [config.encode()]
+        if environ.get("PATH_INFO") in ("", "/"):
+            start_response("302 Found", [("Location", "/index.html")])
+            return [b""]
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"not found"]
+
+    return SharedDataMiddleware(config_or_404, {"/": str(DEMO_DIR)}, cache=False)
 
 
 def build_app() -> Any:
@@ -51,7 +76,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
+    parser.add_argument("--demo-port", type=int, default=int(os.environ.get("DEMO_PORT", "8081")),
+                        help="port of the demo page (0: do not serve it)")
     args = parser.parse_args(argv)
+    demo_origin = f"http://{args.host}:{args.demo_port}"
+    if args.demo_port and "CORS_ALLOWED_ORIGINS" not in os.environ:
+        os.environ["CORS_ALLOWED_ORIGINS"] = demo_origin
 
     from functions import runtime
     from functions.auth import mint_dev_token
@@ -71,8 +101,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nDemo user {DEMO_USER_ID} token (24 h):\n  export TOKEN={token}", flush=True)
     secret = runtime.authenticator().service_secret
     print(f"Service secret for refresh_views and usage ingest:\n  export SERVICE_SECRET={secret}", flush=True)
-    from werkzeug.serving import run_simple
+    from werkzeug.serving import make_server, run_simple
 
+    if args.demo_port:
+        demo = make_server(args.host, args.demo_port, build_demo_app(base, token), threaded=True)
+        threading.Thread(target=demo.serve_forever, daemon=True).start()
+        print(f"\nDemo page: {demo_origin}/index.html", flush=True)
     run_simple(args.host, args.port, app, threaded=True, use_reloader=False)
 
 

@@ -31,7 +31,8 @@ insert into private.view_refreshes (view_name, covers_before)
 values ('daily_usage', (now() at time zone 'utc')::date)
 on conflict (view_name) do nothing;
 
--- The caller's usage for [p_from, p_to] (UTC days), grouped by day, model, operation or service, with
+-- The caller's usage for [p_from, p_to] (UTC days), grouped by day, model, operation, service or
+-- day_model (one row per day and model, with `day` and `model` fields, for charts), with
 -- month spend, quota and balance. Closed days come from the view; days from its cut-off on from the table.
 create or replace function public.usage_summary(
   p_from date, p_to date, p_group_by text default 'day', p_user_id uuid default null
@@ -53,8 +54,9 @@ begin
   if p_to - p_from > 366 then
     raise exception using errcode = 'PT422', message = 'invalid_range', detail = 'at most 366 days';
   end if;
-  if p_group_by is null or p_group_by not in ('day', 'model', 'operation', 'service') then
-    raise exception using errcode = 'PT422', message = 'invalid_group_by', detail = 'group_by: day, model, operation or service';
+  if p_group_by is null or p_group_by not in ('day', 'model', 'operation', 'service', 'day_model') then
+    raise exception using errcode = 'PT422', message = 'invalid_group_by',
+      detail = 'group_by: day, model, operation, service or day_model';
   end if;
   select covers_before into v_cut from private.view_refreshes where view_name = 'daily_usage';
 
@@ -72,14 +74,17 @@ begin
   ),
   grouped as (
     select case p_group_by when 'day' then p.day::text when 'model' then p.model
-                           when 'operation' then p.operation else p.service end as key,
+                           when 'operation' then p.operation when 'service' then p.service
+                           else p.day::text || ' ' || p.model end as key,
+           case when p_group_by = 'day_model' then p.day end as day,
+           case when p_group_by = 'day_model' then p.model end as model,
            sum(p.requests)::bigint as requests, sum(p.failures)::bigint as failures,
            sum(p.input_tokens)::bigint as input_tokens, sum(p.output_tokens)::bigint as output_tokens,
            sum(p.cost_usd)::numeric(18,6) as cost_usd
     from parts p
-    group by 1
+    group by 1, 2, 3
   )
-  select coalesce(jsonb_agg(to_jsonb(g) order by g.key), '[]'::jsonb),
+  select coalesce(jsonb_agg(jsonb_strip_nulls(to_jsonb(g)) order by g.key), '[]'::jsonb),
          jsonb_build_object('requests', coalesce(sum(g.requests), 0), 'failures', coalesce(sum(g.failures), 0),
            'input_tokens', coalesce(sum(g.input_tokens), 0), 'output_tokens', coalesce(sum(g.output_tokens), 0),
            'cost_usd', coalesce(sum(g.cost_usd), 0))
