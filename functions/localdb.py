@@ -22,7 +22,10 @@ def start(data_dir: Path | None = None, *, cleanup: str | None = "stop") -> Any:
         runtime.mkdir(parents=True, exist_ok=True)
         runtime.chmod(0o700)
         os.environ["XDG_RUNTIME_DIR"] = str(runtime)
-    import pgserver  # heavy and local-only: imported on use
+    try:
+        import pgserver  # heavy and local-only: imported on use
+    except ImportError as exc:
+        raise RuntimeError("the embedded Postgres needs the `local` extra: pip install -e '.[local]'") from exc
 
     target = Path(data_dir or DEFAULT_DATA_DIR)
     target.mkdir(parents=True, exist_ok=True)

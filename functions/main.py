@@ -8,12 +8,17 @@ import flask
 import functions_framework
 
 from functions import chat as _chat
+from functions import runtime
 from functions import compile as _compile
 from functions import health as _health
 from functions import refresh_views as _refresh_views
 from functions import usage as _usage
 
 TARGETS = ("chat", "compile", "usage", "refresh_views", "health")
+
+# Validate the configuration when the instance starts, not at its first request: with
+# ENVIRONMENT=production, unsafe settings stop the process here with every problem named.
+runtime.settings()
 
 
 @functions_framework.http

@@ -1,0 +1,51 @@
+"""Deployment pieces that can be checked here: production refuses unsafe settings at start, the
+functions-framework targets load, and supabase/config.toml is what the CLI expects."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _start(target: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    code = ("from functions_framework import create_app; "
+            f"create_app({target!r}, {str(ROOT / 'functions' / 'main.py')!r}); print('loaded')")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SUPABASE", "DATABASE", "CORS", "SERVICE"))}
+    return subprocess.run([sys.executable, "-c", code], env=clean | env, capture_output=True, text=True,
+                          timeout=60, check=False)
+
+
+def test_production_with_unsafe_settings_refuses_to_start_and_names_each_problem() -> None:
+    result = _start("chat", {"ENVIRONMENT": "production", "CORS_ALLOWED_ORIGINS": "*"})
+    assert result.returncode != 0
+    for problem in ("MODEL_PROVIDER=offline", "no JWT configuration", "CORS_ALLOWED_ORIGINS", "SERVICE_SECRET"):
+        assert problem in result.stderr
+
+
+def test_production_with_a_complete_configuration_starts() -> None:
+    result = _start("chat", {
+        "ENVIRONMENT": "production", "MODEL_PROVIDER": "anthropic", "ANTHROPIC_API_KEY": "sk-ant-x",
+        "SUPABASE_URL": "https://ref.supabase.co", "SUPABASE_SERVICE_ROLE_KEY": "service-key",
+        "SERVICE_SECRET": "s" * 40, "CORS_ALLOWED_ORIGINS": "https://app.example.com"})
+    assert result.returncode == 0, result.stderr
+    assert "loaded" in result.stdout
+
+
+@pytest.mark.parametrize("target", ["chat", "compile", "usage", "refresh_views", "health"])
+def test_every_http_target_loads_in_development(target: str) -> None:
+    assert _start(target, {"ENVIRONMENT": "development"}).returncode == 0
+
+
+def test_supabase_config_exposes_only_public_and_seeds_from_seed_sql() -> None:
+    config = tomllib.loads((ROOT / "supabase" / "config.toml").read_text())
+    assert config["api"]["schemas"] == ["public"]
+    assert config["db"]["seed"]["sql_paths"] == ["./seed.sql"]
+    assert (ROOT / "supabase" / "seed.sql").is_file()
+    assert config["project_id"]
