@@ -8,10 +8,10 @@ import flask
 import functions_framework
 
 from functions import chat as _chat
-from functions import runtime
 from functions import compile as _compile
 from functions import health as _health
 from functions import refresh_views as _refresh_views
+from functions import runtime
 from functions import usage as _usage
 
 TARGETS = ("chat", "compile", "usage", "refresh_views", "health")
