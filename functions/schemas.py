@@ -255,7 +255,7 @@ def decode_cursor(cursor: str, keys: set[str]) -> dict[str, Any]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         values = json.loads(raw.decode())
-    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise CursorError("cursor is not one this API issued") from exc
     if not isinstance(values, dict) or set(values) != keys:
         raise CursorError("cursor is not one this API issued")

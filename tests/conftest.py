@@ -6,6 +6,8 @@ With DATABASE_URL set (a superuser on a plain Postgres), that server is used ins
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,16 +30,20 @@ def _swap_db(url: str, database: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_url() -> Iterator[str]:
     """The admin URL of the Postgres server the tests use."""
     if os.environ.get("DATABASE_URL"):
         yield os.environ["DATABASE_URL"]
         return
     from functions import localdb
 
-    server = localdb.start(Path(tmp_path_factory.mktemp("pg")) / "data", cleanup="delete")
+    # Not under pytest's numbered temp folders: pytest prunes old ones, and a concurrent run could
+    # remove a live data directory.
+    base = Path(tempfile.mkdtemp(prefix="assistant-pg-"))
+    server = localdb.start(base / "data", cleanup="delete")
     yield localdb.url_of(server)
     server.cleanup()
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

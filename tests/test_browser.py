@@ -37,7 +37,8 @@ def servers(fn_env: None, db: Sql, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 
     functions = make_server("127.0.0.1", 0, build_app(), threaded=True)
     functions_url = f"http://127.0.0.1:{functions.server_port}"
-    demo = make_server("127.0.0.1", 0, build_demo_app(functions_url, fnsupport.token(DEMO_USER, email="demo@example.com")), threaded=True)
+    demo_token = fnsupport.token(DEMO_USER, email="demo@example.com")
+    demo = make_server("127.0.0.1", 0, build_demo_app(functions_url, demo_token), threaded=True)
     demo_url = f"http://127.0.0.1:{demo.server_port}"
     monkeypatch.setenv("CORS_ALLOWED_ORIGINS", demo_url)  # cross-origin, as a deployed frontend
     runtime.reset()
@@ -102,7 +103,7 @@ def test_usage_chart_changes_after_a_turn(page: Any, servers: Servers) -> None:
     page.click("nav button[data-page=chat]")
     send(page, "count me")
     page.click("nav button[data-page=usage]")
-    page.wait_for_function("document.querySelectorAll('#chart rect').length > %d" % before_bars)
+    page.wait_for_function(f"document.querySelectorAll('#chart rect').length > {before_bars}")
     assert float(page.get_attribute("#quota-used", "data-percent") or 0) > before_quota
     page.screenshot(path=str(SHOTS / "usage.png"), full_page=True)
 

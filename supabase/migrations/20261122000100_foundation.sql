@@ -21,12 +21,14 @@ begin
 end
 $$;
 
--- The role of the current request as PostgREST sets it (claims role), falling back to the SQL role.
+-- The API role of the current request: the role PostgREST switched to (`set local role`), which
+-- security definer functions do not change; never the role named in the JWT claims, which SQL could
+-- forge with set_config. Outside a request (no role set): the SQL user.
 create or replace function private.request_role() returns text
 language sql stable
 set search_path = ''
 as $$
-  select coalesce(auth.role(), current_user::text)
+  select coalesce(nullif(current_setting('role'), 'none'), current_user::text)
 $$;
 
 -- The user a request acts for. authenticated: the caller (p_user_id, if given, must be the caller);

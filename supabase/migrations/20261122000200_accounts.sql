@@ -15,6 +15,7 @@ create trigger plans_touch before update on public.plans
   for each row execute function private.touch_updated_at();
 alter table public.plans enable row level security;
 create policy "anyone signed in reads plans" on public.plans for select to authenticated using (true);
+revoke insert, update, delete, truncate, references, trigger on public.plans from anon, authenticated;
 
 -- The schema needs a default plan for the profile trigger; other plans live in seed.sql.
 insert into public.plans (id, name, monthly_quota_usd, requests_per_minute, signup_grant_usd)
@@ -39,6 +40,7 @@ create trigger model_prices_touch before update on public.model_prices
 alter table public.model_prices enable row level security;
 create policy "anyone signed in reads active prices" on public.model_prices for select to authenticated
   using (active);
+revoke insert, update, delete, truncate, references, trigger on public.model_prices from anon, authenticated;
 
 create table public.profiles (
   id uuid primary key references auth.users (id) on delete cascade,
@@ -59,7 +61,7 @@ create policy "owner reads own profile" on public.profiles for select to authent
 create policy "owner updates own profile" on public.profiles for update to authenticated
   using ((select auth.uid()) = id) with check ((select auth.uid()) = id);
 -- Users may change their display name only; plan and status belong to the backend.
-revoke update on public.profiles from anon, authenticated;
+revoke insert, update, delete, truncate, references, trigger on public.profiles from anon, authenticated;
 grant update (display_name) on public.profiles to authenticated;
 
 create table public.api_keys (

@@ -291,6 +291,7 @@ declare
   v_cost numeric(14,6);
   v_usage_id bigint;
   v_balance numeric(14,6);
+  v_month date := (date_trunc('month', now() at time zone 'utc'))::date;
 begin
   if p_input_tokens is null or p_input_tokens < 0 or p_output_tokens is null or p_output_tokens < 0 then
     raise exception using errcode = 'PT422', message = 'invalid_token_counts';
@@ -307,10 +308,12 @@ begin
           p_latency_ms, 'succeeded', p_hold.request_id, p_hold.id)
   returning id into v_usage_id;
 
+  -- A hold begun last month and settled in this one counts in this month's spend.
   update public.billing_accounts
   set balance_usd = balance_usd - v_cost,
       held_usd = held_usd - p_hold.amount_usd,
-      month_spend_usd = month_spend_usd + v_cost
+      month_spend_usd = case when period_start < v_month then 0 else month_spend_usd end + v_cost,
+      period_start = greatest(period_start, v_month)
   where user_id = p_hold.user_id
   returning balance_usd into v_balance;
 

@@ -146,6 +146,10 @@ begin
   if p_assistant_message is null then
     raise exception using errcode = 'PT422', message = 'invalid_assistant_message';
   end if;
+  -- Checked here, before the messages are written, so bad counts are a 422 and not a check violation.
+  if p_input_tokens is null or p_input_tokens < 0 or p_output_tokens is null or p_output_tokens < 0 then
+    raise exception using errcode = 'PT422', message = 'invalid_token_counts';
+  end if;
 
   if v_session is null then
     insert into public.chat_sessions (user_id, title) values (v_hold.user_id, left(p_user_message, 80))

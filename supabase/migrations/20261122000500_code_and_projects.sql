@@ -192,6 +192,10 @@ begin
   if p_files is null or jsonb_typeof(p_files) <> 'array' or jsonb_array_length(p_files) not between 1 and 500 then
     raise exception using errcode = 'PT422', message = 'invalid_files', detail = 'files: an array of 1 to 500 {path, content}';
   end if;
+  -- One upsert cannot touch the same row twice (SQLSTATE 21000): a path repeated in one call is bad input.
+  if (select count(x.path) <> count(distinct x.path) from jsonb_to_recordset(p_files) as x(path text)) then
+    raise exception using errcode = 'PT422', message = 'invalid_files', detail = 'files: each path at most once';
+  end if;
   with saved as (
     insert into public.project_files as f (project_id, user_id, path, content)
     select p_project_id, v_user, x.path, coalesce(x.content, '')
