@@ -7,6 +7,7 @@ tests in which the browser writes successfully get a fresh database (`db`).
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -402,3 +403,13 @@ def test_user_cannot_write_backend_tables_or_own_plan_and_status(world: World) -
         assert probe(db, "authenticated", a, statement, params) == "42501", statement
     # profiles: no delete grant (and no delete policy) for the API roles.
     assert probe(db, "authenticated", a, "delete from public.profiles where id = %(a)s returning id", params) == "42501"
+
+
+def test_a_forged_service_role_claim_does_not_make_a_user_the_service(db: Sql) -> None:
+    """The role comes from `set role` (what PostgREST switched to), never from claims SQL could set."""
+    a, b = db.make_user(balance=1), db.make_user(balance=1)
+    forged = json.dumps({"role": "service_role", "sub": str(a)})
+    with pytest.raises(psycopg.Error) as caught, db.acting("authenticated", a) as conn:
+        conn.execute("select set_config('request.jwt.claims', %s, true)", (forged,))
+        conn.execute("select public.list_sessions(p_user_id => %s)", (b,))
+    assert caught.value.sqlstate == "PT403"
