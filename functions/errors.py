@@ -140,6 +140,8 @@ def from_sqlstate(sqlstate: str | None, message: str, details: Any = None) -> Ap
         status = int(sqlstate[2:])
     elif sqlstate in _SQLSTATE_STATUS:
         status = _SQLSTATE_STATUS[sqlstate]
+    elif sqlstate and sqlstate.startswith(("22", "23")):
+        status = 400  # the rest of data_exception / integrity_constraint_violation, as PostgREST (e.g. 22P05: NUL)
     cls = BY_STATUS.get(status, InternalError)
     if cls is InternalError:
         # Never echo an unexpected database message to the caller; it is logged by the handler.

@@ -91,11 +91,35 @@ class Context:
             raise BadRequest("body is not valid UTF-8", code="invalid_utf8") from exc
         except ValueError as exc:
             raise BadRequest(f"body is not valid JSON: {exc}", code="invalid_json") from exc
+        except RecursionError as exc:
+            raise BadRequest("body is not valid JSON: nested too deeply", code="invalid_json") from exc
+        if _has_lone_surrogate(data):  # "\ud800" parses, but is no text: the database could not store it
+            raise BadRequest("body is not valid JSON: a string has an unpaired surrogate escape", code="invalid_json")
         return validate(model, data)
 
     def query(self, model: type[M]) -> M:
         """The query string parsed into `model` (422 naming each bad field)."""
         return validate(model, {k: v for k, v in self.request.args.items()})
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _has_lone_surrogate(data: Any) -> bool:
+    """Whether a parsed JSON value holds a string (key or value) with a surrogate code point. Valid UTF-8 has
+    none, so they only come from `\\uXXXX` escapes that do not form a pair."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def validate(model: type[M], data: Any) -> M:

@@ -112,16 +112,16 @@ class UsageQuery(Input):
 class UsageEvent(Input):
     event_id: uuid.UUID
     user_id: uuid.UUID
-    service: Annotated[str, StringConstraints(min_length=1, max_length=50)]
-    operation: Annotated[str, StringConstraints(min_length=1, max_length=50)]
-    model: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
+    service: Annotated[Text, StringConstraints(min_length=1, max_length=50)]
+    operation: Annotated[Text, StringConstraints(min_length=1, max_length=50)]
+    model: Annotated[Text, StringConstraints(min_length=1, max_length=100)] | None = None
     input_tokens: Annotated[int, Field(ge=0, le=2_000_000_000)] = 0
     output_tokens: Annotated[int, Field(ge=0, le=2_000_000_000)] = 0
     cost_usd: Annotated[Decimal, Field(ge=0, lt=Decimal("100000000"), decimal_places=6)] = Decimal(0)
     latency_ms: Annotated[int, Field(ge=0, le=2_000_000_000)] | None = None
     status: Literal["succeeded", "failed"] = "succeeded"
-    error_code: Annotated[str, StringConstraints(max_length=100)] | None = None
-    request_id: Annotated[str, StringConstraints(max_length=200)] | None = None
+    error_code: Annotated[Text, StringConstraints(max_length=100)] | None = None
+    request_id: Annotated[Text, StringConstraints(max_length=200)] | None = None
     created_at: datetime | None = None
 
 

@@ -4,7 +4,7 @@ month spend, quota left and balance; POST (service secret only) ingests a batch 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import flask
@@ -29,7 +29,8 @@ def handle(ctx: Context) -> flask.Response | Mapping[str, Any]:
     principal = ctx.authenticate_user()
     query = ctx.query(UsageQuery)
     to = query.to or datetime.now(UTC).date()
-    since = query.from_ or to - timedelta(days=DEFAULT_DAYS - 1)
+    default_span = timedelta(days=DEFAULT_DAYS - 1)
+    since = query.from_ or (to - default_span if to >= date.min + default_span else date.min)  # no overflow
     summary: dict[str, Any] = ctx.db.rpc("usage_summary", {
         "from": since, "to": to, "group_by": query.group_by, "user_id": principal.user_id}, principal.caller)
     return summary

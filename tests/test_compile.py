@@ -75,3 +75,12 @@ def test_parsers_report_line_and_column() -> None:
 def test_extract_code_takes_the_first_fenced_block() -> None:
     assert extract_code("Here:\n```python\nx = 1\n```\nthanks") == "x = 1"
     assert extract_code("select 1;") == "select 1;"
+
+
+def test_a_request_id_reused_across_operations_is_409_not_a_replay(api: Any) -> None:
+    db: Sql = api.db
+    uid = db.make_user(balance=5)
+    assert api.post("chat", {"message": "hi", "client_message_id": "shared-id"}, user=uid).status_code == 200
+    r = api.post("compile", {"task": "x", "language": "sql"}, user=uid, headers={"X-Request-Id": "shared-id"})
+    assert r.status_code == 409 and r.json["error"]["code"] == "request_id_reused"
+    assert db.one("select count(*) from public.code_gen_requests where user_id = %s", (uid,)) == 0

@@ -89,7 +89,7 @@ def _map(exc: Any) -> ApiError:
     code = str(exc.code or "")
     if code in {"PGRST301", "PGRST302", "PGRST303"}:
         return Unauthorized("the database refused the credentials", code="invalid_token")
-    if code.startswith("PGRST") or code.isdigit():
+    if code.startswith("PGRST") or (code.isdigit() and len(code) == 3):  # an HTTP status, not a SQLSTATE
         log.error("postgrest error %s: %s", code, exc.message)
         return from_sqlstate(None, "", None)
     return from_sqlstate(code, exc.message or "", exc.details)

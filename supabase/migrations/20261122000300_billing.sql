@@ -197,9 +197,14 @@ begin
     raise exception using errcode = 'PT404', message = 'account_not_found';
   end if;
 
-  -- Idempotency: the same request id answers with the hold it already has, whatever its state.
+  -- Idempotency: the same request id answers with the hold it already has, whatever its state;
+  -- reusing a request id for another operation is a client error, not a replay.
   select * into v_hold from public.holds where user_id = p_user_id and request_id = p_request_id;
   if found then
+    if v_hold.operation <> p_operation then
+      raise exception using errcode = 'PT409', message = 'request_id_reused',
+        detail = format('request id %s was used for a %s call', p_request_id, v_hold.operation);
+    end if;
     return private.hold_json(v_hold, true);
   end if;
 
