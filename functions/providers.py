@@ -84,14 +84,20 @@ class _HttpProvider:
         if client is not None:
             self.client.headers.update(headers)
 
-    def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+    def _send(self, path: str, payload: dict[str, Any], *, stream: bool) -> httpx.Response:
+        """POST, retrying connect errors, 429 and 5xx (never other 4xx); the first answer below 400.
+
+        With `stream`, only the opening is retried (nothing has been delivered yet) and the caller closes
+        the response.
+        """
         url = f"{self.base_url}{path}"
         try:
             for attempt in stamina.retry_context(on=(httpx.ConnectError, httpx.RemoteProtocolError, _Retryable),
                                                  attempts=self.attempts, wait_initial=0.2, wait_max=5.0):
                 with attempt:
-                    response = self.client.post(url, json=payload)
+                    response = self.client.send(self.client.build_request("POST", url, json=payload), stream=stream)
                     if response.status_code == 429 or response.status_code >= 500:
+                        response.close()
                         raise _Retryable(response)
         except httpx.TimeoutException as exc:
             raise GatewayTimeout(f"{self.name} did not answer in time") from exc
@@ -101,8 +107,13 @@ class _HttpProvider:
         except httpx.HTTPError as exc:
             raise BadGateway(f"{self.name} could not be reached: {type(exc).__name__}") from exc
         if response.status_code >= 400:
+            response.close()
             raise BadGateway(f"{self.name} refused the request (HTTP {response.status_code})",
                              details={"provider_status": response.status_code})
+        return response
+
+    def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        response = self._send(path, payload, stream=False)
         try:
             body = response.json()
         except ValueError as exc:
@@ -112,20 +123,17 @@ class _HttpProvider:
         return body
 
     def _stream_lines(self, path: str, payload: dict[str, Any]) -> Iterator[str]:
-        url = f"{self.base_url}{path}"
+        response = self._send(path, payload, stream=True)
         try:
-            with self.client.stream("POST", url, json=payload) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    raise BadGateway(f"{self.name} refused the request (HTTP {response.status_code})",
-                                     details={"provider_status": response.status_code})
-                for line in response.iter_lines():
-                    if line.startswith("data:"):
-                        yield line[5:].strip()
+            for line in response.iter_lines():
+                if line.startswith("data:"):
+                    yield line[5:].strip()
         except httpx.TimeoutException as exc:
             raise GatewayTimeout(f"{self.name} did not answer in time") from exc
         except httpx.HTTPError as exc:
             raise BadGateway(f"{self.name} stream failed: {type(exc).__name__}") from exc
+        finally:
+            response.close()
 
 
 def _malformed(provider: str, what: str) -> BadGateway:
@@ -156,31 +164,56 @@ class OpenAICompatible(_HttpProvider):
         return Completion(text, tokens_in, tokens_out, model, self.name, choice.get("finish_reason"))
 
     def stream(self, model: str, messages: Sequence[Message], max_tokens: int) -> Iterator[Delta | Completion]:
+        """Chunks of `choices[0].delta.content`, then a usage chunk (`include_usage`), then `[DONE]`. A stream
+        that ends before `[DONE]` or a `finish_reason` was cut off: it raises, it is not a complete answer."""
         payload = {"model": model, "messages": list(messages), "max_tokens": max_tokens, "stream": True,
                    "stream_options": {"include_usage": True}}
         parts: list[str] = []
-        usage: dict[str, Any] | None = None
+        usage: tuple[int, int] | None = None
         finish: str | None = None
+        done = False
         for data in self._stream_lines("/chat/completions", payload):
             if data == "[DONE]":
+                done = True
                 break
-            try:
-                event = json.loads(data)
-            except ValueError as exc:
-                raise _malformed(self.name, "a JSON stream event") from exc
+            pieces, event_usage, event_finish = self._stream_event(data)
+            usage = event_usage or usage
+            finish = event_finish or finish
+            for piece in pieces:
+                parts.append(piece)
+                yield Delta(piece)
+        if not done and finish is None:
+            raise BadGateway(f"{self.name} stream ended before the model finished", code="malformed_model_response")
+        text = "".join(parts)
+        prompt_chars = sum(len(m["content"]) for m in messages)
+        tokens_in, tokens_out = usage or (_approx_tokens("x" * prompt_chars), _approx_tokens(text))
+        yield Completion(text, tokens_in, tokens_out, model, self.name, finish)
+
+    def _stream_event(self, data: str) -> tuple[list[str], tuple[int, int] | None, str | None]:
+        """(text pieces, (input, output) tokens if this chunk carries usage, finish reason) of one chunk."""
+        try:
+            event = json.loads(data)
+            if not isinstance(event, dict):
+                raise TypeError("not an object")
+            if event.get("error"):
+                raise BadGateway(f"{self.name} stream error: {str(event['error'])[:200]}")
+            usage = None
             if event.get("usage"):
-                usage = event["usage"]
+                usage = int(event["usage"]["prompt_tokens"]), int(event["usage"]["completion_tokens"])
+                if min(usage) < 0:
+                    raise ValueError("negative token count")
+            pieces: list[str] = []
+            finish: str | None = None
             for choice in event.get("choices") or []:
                 piece = (choice.get("delta") or {}).get("content")
                 finish = choice.get("finish_reason") or finish
                 if piece:
-                    parts.append(piece)
-                    yield Delta(piece)
-        text = "".join(parts)
-        prompt_chars = sum(len(m["content"]) for m in messages)
-        tokens_in = int(usage["prompt_tokens"]) if usage else _approx_tokens("x" * prompt_chars)
-        tokens_out = int(usage["completion_tokens"]) if usage else _approx_tokens(text)
-        yield Completion(text, tokens_in, tokens_out, model, self.name, finish)
+                    if not isinstance(piece, str):
+                        raise TypeError("content is not text")
+                    pieces.append(piece)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            raise _malformed(self.name, "a well-formed stream event") from exc
+        return pieces, usage, finish
 
 
 class Anthropic(_HttpProvider):
@@ -211,31 +244,50 @@ class Anthropic(_HttpProvider):
             text = "".join(block["text"] for block in body["content"] if block.get("type") == "text")
             usage = body["usage"]
             tokens_in, tokens_out = int(usage["input_tokens"]), int(usage["output_tokens"])
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise _malformed(self.name, "content or usage") from exc
+        if tokens_in < 0 or tokens_out < 0:
+            raise _malformed(self.name, "non-negative token counts")
         return Completion(text, tokens_in, tokens_out, model, self.name, body.get("stop_reason"))
 
     def stream(self, model: str, messages: Sequence[Message], max_tokens: int) -> Iterator[Delta | Completion]:
+        """message_start (input tokens), content_block_delta (text), message_delta (output tokens, stop reason),
+        message_stop. A stream that ends before message_stop was cut off: it raises."""
         payload = self._payload(model, messages, max_tokens) | {"stream": True}
         parts: list[str] = []
         tokens_in = tokens_out = 0
         stop: str | None = None
+        stopped = False
         for data in self._stream_lines("/v1/messages", payload):
             try:
                 event = json.loads(data)
-            except ValueError as exc:
-                raise _malformed(self.name, "a JSON stream event") from exc
-            kind = event.get("type")
-            if kind == "message_start":
-                tokens_in = int(event["message"]["usage"]["input_tokens"])
-            elif kind == "content_block_delta" and event["delta"].get("type") == "text_delta":
-                parts.append(event["delta"]["text"])
-                yield Delta(event["delta"]["text"])
-            elif kind == "message_delta":
-                tokens_out = int(event.get("usage", {}).get("output_tokens", tokens_out))
-                stop = event.get("delta", {}).get("stop_reason", stop)
-            elif kind == "error":
-                raise BadGateway(f"anthropic stream error: {event.get('error', {}).get('type', 'unknown')}")
+                kind = event.get("type")
+                piece: str | None = None
+                if kind == "message_start":
+                    tokens_in = int(event["message"]["usage"]["input_tokens"])
+                elif kind == "content_block_delta" and event["delta"].get("type") == "text_delta":
+                    piece = event["delta"]["text"]
+                    if not isinstance(piece, str):
+                        raise TypeError("text is not text")
+                elif kind == "message_delta":
+                    tokens_out = int((event.get("usage") or {}).get("output_tokens", tokens_out))
+                    stop = (event.get("delta") or {}).get("stop_reason", stop)
+                elif kind == "message_stop":
+                    stopped = True
+                elif kind == "error":
+                    error = event.get("error") or {}
+                    raise BadGateway(f"anthropic stream error: {error.get('type', 'unknown')}")
+                if min(tokens_in, tokens_out) < 0:
+                    raise ValueError("negative token count")
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise _malformed(self.name, "a well-formed stream event") from exc
+            if piece:
+                parts.append(piece)
+                yield Delta(piece)
+            if stopped:
+                break
+        if not stopped:
+            raise BadGateway(f"{self.name} stream ended before the model finished", code="malformed_model_response")
         yield Completion("".join(parts), tokens_in, tokens_out, model, self.name, stop)
 
 

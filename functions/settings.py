@@ -75,6 +75,13 @@ class Settings(BaseSettings):
             raise ValueError(f"jwt_algorithms must be a subset of {sorted(allowed)}")
         return value
 
+    @field_validator("supabase_jwt_secret", "service_secret", "supabase_service_role_key", "supabase_anon_key",
+                     "openai_api_key", "anthropic_api_key", "database_url", "supabase_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """An empty variable is no value at all (so production refuses it rather than trusting '')."""
+        return None if isinstance(value, str) and not value.strip() else value
+
     @model_validator(mode="after")
     def _production_is_safe(self) -> Settings:
         if self.environment != "production":

@@ -20,7 +20,7 @@ import flask
 
 from functions import billing
 from functions.chat import prepare_turn, response
-from functions.errors import ApiError
+from functions.errors import ApiError, InternalError
 from functions.http import Context
 from functions.providers import Completion, get_provider
 from functions.schemas import ChatRequest
@@ -52,23 +52,28 @@ def stream_chat(ctx: Context, body: ChatRequest) -> flask.Response:
 
     def events() -> Iterator[str]:
         parts: list[str] = []
-        finished = False
+        finished = False  # once True, the hold has been settled, released, or left to the expiry
         try:
             for item in provider.stream(hold.model, messages, max_tokens):
                 if isinstance(item, Completion):
-                    finished = True
+                    finished = True  # settle closes the hold, or leaves it to the expiry when it fails
                     yield sse("done", settle(item.text, item.input_tokens, item.output_tokens, False))
                     return
                 parts.append(item.text)
                 yield sse("delta", {"text": item.text})
             raise ApiError("the model stream ended without a final message", code="malformed_model_response")
-        except ApiError as exc:
+        except Exception as exc:
+            error = exc if isinstance(exc, ApiError) else InternalError("internal error")
+            if not isinstance(exc, ApiError):
+                log.exception("stream of hold %s broke", hold.id)
+            log.warning(json.dumps({"function": ctx.function, "request_id": ctx.request_id, "event": "stream_error",
+                                    "error_code": error.code, "delivered_chars": sum(len(p) for p in parts)}))
             if not finished:
                 finished = True
-                _end_partial(ctx, hold, parts, prompt_chars, exc, started, settle)
-                yield sse("error", exc.body(ctx.request_id)["error"])
+                _end_partial(ctx, hold, parts, prompt_chars, error, started, settle)
+            yield sse("error", error.body(ctx.request_id)["error"])
         finally:
-            if not finished:  # the client went away (GeneratorExit) or something unexpected broke
+            if not finished:  # the client went away (GeneratorExit while a delta was being sent)
                 _end_partial(ctx, hold, parts, prompt_chars,
                              ApiError("client disconnected", code="client_disconnected"), started, settle)
 

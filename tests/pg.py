@@ -48,7 +48,7 @@ class Sql:
             self.conn.execute("select set_config('request.jwt.claims', %s, true)", (json.dumps(claims),))
             yield self.conn
 
-    def rpc(self, name: str, *, as_role: str = "service_role", as_user: Any = None, **args: Any) -> Any:
+    def rpc(self, name: str, /, *, as_role: str = "service_role", as_user: Any = None, **args: Any) -> Any:
         """Call public.<name>(p_x => ...) as `as_role` (and user `as_user`); returns the result value."""
         named = ", ".join(f"p_{k} => %s" for k in args)
         values = [as_sql_literal(v) for v in args.values()]

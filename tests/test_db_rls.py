@@ -409,7 +409,12 @@ def test_a_forged_service_role_claim_does_not_make_a_user_the_service(db: Sql) -
     """The role comes from `set role` (what PostgREST switched to), never from claims SQL could set."""
     a, b = db.make_user(balance=1), db.make_user(balance=1)
     forged = json.dumps({"role": "service_role", "sub": str(a)})
-    with pytest.raises(psycopg.Error) as caught, db.acting("authenticated", a) as conn:
-        conn.execute("select set_config('request.jwt.claims', %s, true)", (forged,))
-        conn.execute("select public.list_sessions(p_user_id => %s)", (b,))
+
+    def forge_then_list_b() -> None:
+        with db.acting("authenticated", a) as conn:
+            conn.execute("select set_config('request.jwt.claims', %s, true)", (forged,))
+            conn.execute("select public.list_sessions(p_user_id => %s)", (b,))
+
+    with pytest.raises(psycopg.Error) as caught:
+        forge_then_list_b()
     assert caught.value.sqlstate == "PT403"
