@@ -44,7 +44,7 @@ def cpu_model() -> str:
 
 def machine() -> dict[str, Any]:
     return {"nproc": os.cpu_count(), "cpu_model": cpu_model(), "python": platform.python_version(),
-            "platform": platform.platform()}
+            "platform": platform.platform(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1)}
 
 
 def background_cpu_pct(seconds: float = 0.5) -> float:

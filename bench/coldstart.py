@@ -32,7 +32,7 @@ class Scale:
     runs: int
 
 
-FULL = Scale(runs=7)
+FULL = Scale(runs=9)
 QUICK = Scale(runs=2)
 
 

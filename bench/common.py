@@ -204,12 +204,6 @@ def service_role(conn: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[A
         yield conn
 
 
-def server_version(db: BenchDatabase) -> str:
-    with db.connect() as conn:
-        row = conn.execute("show server_version").fetchone()
-    return str(row[0]) if row else "?"
-
-
 # -- processes -----------------------------------------------------------------------------------------
 
 def free_port() -> int:

@@ -48,7 +48,7 @@ class Scale:
     warmup: int
 
 
-FULL = Scale(noop_requests=2500, chat_requests=1000, latency_requests=100, rounds=3, warmup=100)
+FULL = Scale(noop_requests=3000, chat_requests=1200, latency_requests=150, rounds=3, warmup=100)
 QUICK = Scale(noop_requests=600, chat_requests=200, latency_requests=40, rounds=1, warmup=20)
 
 

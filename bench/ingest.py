@@ -53,7 +53,7 @@ class Scale:
     warmup: int
 
 
-FULL = Scale(batches=30, warmup=3)
+FULL = Scale(batches=40, warmup=3)
 QUICK = Scale(batches=4, warmup=1)
 
 

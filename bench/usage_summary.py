@@ -72,7 +72,7 @@ class Scale:
     heavy_samples: int
 
 
-FULL = Scale(users=999, rows=1_200_000, samples=300, heavy_samples=30)
+FULL = Scale(users=999, rows=1_200_000, samples=500, heavy_samples=40)
 QUICK = Scale(users=99, rows=60_000, samples=40, heavy_samples=10)
 
 
