@@ -104,6 +104,8 @@ class BillingAccount(Row):
     held_usd: Money
     month_spend_usd: Money
     period_start: date
+    rate_window_start: datetime | None
+    rate_window_count: Int4
     created_at: datetime
     updated_at: datetime
 

@@ -212,8 +212,11 @@ def test_begin_charge_rate_limits_per_plan(db: Sql) -> None:
                 prompt_chars=10, max_output_tokens=10)
     assert err.diag.message_primary == "rate_limited"
     assert begin(db, uid, "r0")["hold_id"] == holds[0]["hold_id"]  # a retry is a replay, not a new request
-    db.q("update public.holds set created_at = created_at - interval '61 seconds' where user_id = %s", (uid,))
-    assert begin(db, uid, "r3")["replay"] is False  # the window has moved on
+    # A fixed one-minute window counted on the account row: once it has passed, the count starts again.
+    db.q("update public.billing_accounts set rate_window_start = rate_window_start - interval '61 seconds'"
+         " where user_id = %s", (uid,))
+    assert begin(db, uid, "r3")["replay"] is False
+    assert db.one("select rate_window_count from public.billing_accounts where user_id = %s", (uid,)) == 1
 
 
 # settle_chat_turn ----------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@
 --   settle_*      -> (chat and code migrations) charge actual cost <= hold, usage row, ledger, close hold
 --   release_hold  -> model failed: close hold, usage row with status failed, no charge
 --   expire_stale_holds, top_up, ingest_usage
--- Lock order everywhere: billing_accounts row, then holds row. Errors raise PTnnn (HTTP nnn in PostgREST).
+-- Lock order everywhere: the holds row first, the billing_accounts row last (taken as late as possible,
+-- so concurrent calls of one user wait on it only briefly). Errors raise PTnnn (HTTP nnn in PostgREST).
 
 create table public.billing_accounts (
   user_id uuid primary key references public.profiles (id) on delete cascade,
@@ -12,12 +13,15 @@ create table public.billing_accounts (
   held_usd numeric(14,6) not null default 0 check (held_usd >= 0),
   month_spend_usd numeric(14,6) not null default 0 check (month_spend_usd >= 0),
   period_start date not null default (date_trunc('month', now() at time zone 'utc'))::date,
+  rate_window_start timestamptz,
+  rate_window_count integer not null default 0 check (rate_window_count >= 0),
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now(),
   constraint holds_covered_by_balance check (held_usd <= balance_usd)
 );
 comment on table public.billing_accounts is 'Credit balance, open holds and this month''s spend per user. Written only by billing functions.';
 comment on column public.billing_accounts.held_usd is 'Sum of open holds: the worst case of calls in flight.';
+comment on column public.billing_accounts.rate_window_count is 'Holds placed in the one-minute window from rate_window_start (plan request rate).';
 create trigger billing_accounts_touch before update on public.billing_accounts
   for each row execute function private.touch_updated_at();
 alter table public.billing_accounts enable row level security;
@@ -40,7 +44,6 @@ create table public.holds (
   constraint holds_closed_when_not_open check ((status = 'open') = (closed_at is null))
 );
 comment on table public.holds is 'Worst-case reservation for one model call, idempotent on (user_id, request_id). result replays a settled call.';
-create index holds_user_created_idx on public.holds (user_id, created_at);
 create index holds_model_idx on public.holds (model);
 create index holds_open_created_idx on public.holds (created_at) where status = 'open';
 alter table public.holds enable row level security;
@@ -134,15 +137,37 @@ create trigger on_profile_created after insert on public.profiles
   for each row execute function private.handle_new_profile();
 
 -- The JSON a hold is answered with (begin_charge, replays).
-create or replace function private.hold_json(p_hold public.holds, p_replay boolean) returns jsonb
-language sql stable
+create or replace function private.hold_json(p_hold public.holds, p_replay boolean, p_provider text) returns jsonb
+language sql immutable
 set search_path = ''
 as $$
   select jsonb_build_object('hold_id', p_hold.id, 'request_id', p_hold.request_id, 'status', p_hold.status,
-    'model', p_hold.model, 'provider', (select mp.provider from public.model_prices mp where mp.model = p_hold.model),
-    'amount_usd', p_hold.amount_usd, 'replay', p_replay, 'result', p_hold.result)
+    'model', p_hold.model, 'provider', p_provider, 'amount_usd', p_hold.amount_usd, 'replay', p_replay,
+    'result', p_hold.result)
 $$;
-revoke all on function private.hold_json(public.holds, boolean) from public;
+revoke all on function private.hold_json(public.holds, boolean, text) from public;
+
+-- An existing hold for (user, request id) as a replay; reusing the id for another operation is PT409.
+create or replace function private.replay_hold(p_user_id uuid, p_request_id text, p_operation text) returns jsonb
+language plpgsql stable
+set search_path = ''
+as $$
+declare
+  v_hold public.holds;
+begin
+  select * into v_hold from public.holds where user_id = p_user_id and request_id = p_request_id;
+  if not found then
+    return null;
+  end if;
+  if v_hold.operation <> p_operation then
+    raise exception using errcode = 'PT409', message = 'request_id_reused',
+      detail = format('request id %s was used for a %s call', p_request_id, v_hold.operation);
+  end if;
+  return private.hold_json(v_hold, true,
+    (select mp.provider from public.model_prices mp where mp.model = v_hold.model));
+end
+$$;
+revoke all on function private.replay_hold(uuid, text, text) from public;
 
 create or replace function public.begin_charge(
   p_user_id uuid,
@@ -161,13 +186,16 @@ declare
   v_acct public.billing_accounts;
   v_price public.model_prices;
   v_hold public.holds;
+  v_replay jsonb;
   v_status text;
   v_quota numeric(14,6);
   v_rpm integer;
-  v_recent integer;
+  v_window timestamptz;
+  v_count integer;
   v_amount numeric(14,6);
   v_month date := (date_trunc('month', now() at time zone 'utc'))::date;
 begin
+  -- Everything that needs no lock comes first, so the account row is locked as briefly as possible.
   if p_request_id is null or length(p_request_id) not between 1 and 200 then
     raise exception using errcode = 'PT422', message = 'invalid_request_id', detail = 'request_id: 1 to 200 characters';
   end if;
@@ -192,45 +220,48 @@ begin
       detail = format('max_tokens: 1 to %s for %s', v_price.max_output_tokens, v_price.model);
   end if;
 
-  select * into v_acct from public.billing_accounts where user_id = p_user_id for update;
-  if not found then
-    raise exception using errcode = 'PT404', message = 'account_not_found';
-  end if;
-
-  -- Idempotency: the same request id answers with the hold it already has, whatever its state;
-  -- reusing a request id for another operation is a client error, not a replay.
-  select * into v_hold from public.holds where user_id = p_user_id and request_id = p_request_id;
-  if found then
-    if v_hold.operation <> p_operation then
-      raise exception using errcode = 'PT409', message = 'request_id_reused',
-        detail = format('request id %s was used for a %s call', p_request_id, v_hold.operation);
-    end if;
-    return private.hold_json(v_hold, true);
+  -- Idempotency: the same request id answers with the hold it already has, whatever its state.
+  v_replay := private.replay_hold(p_user_id, p_request_id, p_operation);
+  if v_replay is not null then
+    return v_replay;
   end if;
 
   select p.status, pl.monthly_quota_usd, pl.requests_per_minute into v_status, v_quota, v_rpm
   from public.profiles p join public.plans pl on pl.id = p.plan_id
   where p.id = p_user_id;
-  if v_status <> 'active' then
+  if v_status is not null and v_status <> 'active' then
     raise exception using errcode = 'PT403', message = 'account_' || v_status;
-  end if;
-
-  select count(*) into v_recent from public.holds
-  where user_id = p_user_id and created_at > now() - interval '1 minute';
-  if v_recent >= v_rpm then
-    raise exception using errcode = 'PT429', message = 'rate_limited',
-      detail = format('%s requests per minute on this plan', v_rpm);
-  end if;
-
-  if v_acct.period_start < v_month then
-    update public.billing_accounts set month_spend_usd = 0, period_start = v_month
-    where user_id = p_user_id returning * into v_acct;
   end if;
 
   -- Worst case: every prompt character a token, every allowed output token used; rounded up.
   v_amount := ceil((p_prompt_chars::numeric * v_price.input_usd_per_mtok
                     + p_max_output_tokens::numeric * v_price.output_usd_per_mtok)) / 1000000;
 
+  select * into v_acct from public.billing_accounts where user_id = p_user_id for update;
+  if not found then
+    raise exception using errcode = 'PT404', message = 'account_not_found';
+  end if;
+  -- A duplicate of this request may have placed its hold while we waited for the lock.
+  v_replay := private.replay_hold(p_user_id, p_request_id, p_operation);
+  if v_replay is not null then
+    return v_replay;
+  end if;
+
+  -- Rate: a fixed one-minute window counted on the locked account row.
+  v_window := v_acct.rate_window_start;
+  v_count := v_acct.rate_window_count;
+  if v_window is null or v_window <= now() - interval '1 minute' then
+    v_window := now();
+    v_count := 0;
+  end if;
+  if v_count >= v_rpm then
+    raise exception using errcode = 'PT429', message = 'rate_limited',
+      detail = format('%s requests per minute on this plan', v_rpm);
+  end if;
+
+  if v_acct.period_start < v_month then
+    v_acct.month_spend_usd := 0;
+  end if;
   if v_acct.month_spend_usd + v_acct.held_usd + v_amount > v_quota then
     raise exception using errcode = 'PT402', message = 'quota_exceeded',
       detail = format('month spend %s + held %s + this call %s > quota %s',
@@ -244,33 +275,36 @@ begin
   insert into public.holds (user_id, request_id, operation, model, amount_usd)
   values (p_user_id, p_request_id, p_operation, v_price.model, v_amount)
   returning * into v_hold;
-  update public.billing_accounts set held_usd = held_usd + v_amount where user_id = p_user_id;
-  return private.hold_json(v_hold, false);
+  update public.billing_accounts
+  set held_usd = held_usd + v_amount,
+      month_spend_usd = v_acct.month_spend_usd,
+      period_start = greatest(period_start, v_month),
+      rate_window_start = v_window,
+      rate_window_count = v_count + 1
+  where user_id = p_user_id;
+  return private.hold_json(v_hold, false, v_price.provider);
 end
 $$;
 
--- Lock the account, then the hold. Settled holds come back as they are (the caller replays them);
--- released or expired holds raise PT409.
+-- Lock one hold (the first lock every hold-closing function takes; the account row comes after).
+-- Settled holds come back as they are, for the caller to replay.
 create or replace function private.lock_hold(p_hold_id uuid) returns public.holds
 language plpgsql
 set search_path = ''
 as $$
 declare
-  v_user uuid;
   v_hold public.holds;
 begin
-  select user_id into v_user from public.holds where id = p_hold_id;
+  select * into v_hold from public.holds where id = p_hold_id for update;
   if not found then
     raise exception using errcode = 'PT404', message = 'hold_not_found';
   end if;
-  perform 1 from public.billing_accounts where user_id = v_user for update;
-  select * into v_hold from public.holds where id = p_hold_id for update;
   return v_hold;
 end
 $$;
 revoke all on function private.lock_hold(uuid) from public;
 
-create or replace function private.require_open_hold(p_hold public.holds) returns void
+create or replace function private.require_open_hold(p_hold public.holds, p_operation text) returns void
 language plpgsql immutable
 set search_path = ''
 as $$
@@ -279,69 +313,78 @@ begin
     raise exception using errcode = 'PT409', message = 'hold_closed',
       detail = format('hold %s is %s', p_hold.id, p_hold.status);
   end if;
+  if p_hold.operation <> p_operation then
+    raise exception using errcode = 'PT409', message = 'wrong_operation',
+      detail = format('the hold is for %s, not %s', p_hold.operation, p_operation);
+  end if;
 end
 $$;
-revoke all on function private.require_open_hold(public.holds) from public;
+revoke all on function private.require_open_hold(public.holds, text) from public;
 
--- Charge a locked open hold for the tokens actually used: usage row, ledger entry, account, hold.
--- Cost never exceeds the hold, so the balance and the quota checked at begin_charge still hold.
-create or replace function private.charge_hold(
-  p_hold public.holds, p_service text, p_input_tokens integer, p_output_tokens integer, p_latency_ms integer
-) returns jsonb
-language plpgsql
+-- What the tokens actually used cost, never more than the hold: the balance and the quota checked at
+-- begin_charge then still hold.
+create or replace function private.hold_cost(p_hold public.holds, p_input_tokens integer, p_output_tokens integer)
+returns numeric
+language plpgsql stable
 set search_path = ''
 as $$
 declare
   v_price public.model_prices;
-  v_cost numeric(14,6);
-  v_usage_id bigint;
-  v_balance numeric(14,6);
-  v_month date := (date_trunc('month', now() at time zone 'utc'))::date;
 begin
   if p_input_tokens is null or p_input_tokens < 0 or p_output_tokens is null or p_output_tokens < 0 then
     raise exception using errcode = 'PT422', message = 'invalid_token_counts';
   end if;
   select * into v_price from public.model_prices where model = p_hold.model;
-  v_cost := least(
-    round((p_input_tokens::numeric * v_price.input_usd_per_mtok
-           + p_output_tokens::numeric * v_price.output_usd_per_mtok) / 1000000, 6),
-    p_hold.amount_usd);
+  return least(round((p_input_tokens::numeric * v_price.input_usd_per_mtok
+                      + p_output_tokens::numeric * v_price.output_usd_per_mtok) / 1000000, 6),
+               p_hold.amount_usd);
+end
+$$;
+revoke all on function private.hold_cost(public.holds, integer, integer) from public;
 
+-- Charge a locked open hold: usage row, then (under the account lock, taken last and held briefly)
+-- balance, month spend, ledger entry, and the hold settled with its replayable result.
+create or replace function private.charge_hold(
+  p_hold public.holds, p_cost numeric, p_service text, p_input_tokens integer, p_output_tokens integer,
+  p_latency_ms integer, p_result jsonb
+) returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_usage_id bigint;
+  v_balance numeric(14,6);
+  v_result jsonb;
+  v_month date := (date_trunc('month', now() at time zone 'utc'))::date;
+begin
   insert into public.usage_logs (user_id, service, operation, model, input_tokens, output_tokens, cost_usd,
                                  latency_ms, status, request_id, hold_id)
-  values (p_hold.user_id, p_service, p_hold.operation, p_hold.model, p_input_tokens, p_output_tokens, v_cost,
+  values (p_hold.user_id, p_service, p_hold.operation, p_hold.model, p_input_tokens, p_output_tokens, p_cost,
           p_latency_ms, 'succeeded', p_hold.request_id, p_hold.id)
   returning id into v_usage_id;
 
   -- A hold begun last month and settled in this one counts in this month's spend.
   update public.billing_accounts
-  set balance_usd = balance_usd - v_cost,
+  set balance_usd = balance_usd - p_cost,
       held_usd = held_usd - p_hold.amount_usd,
-      month_spend_usd = case when period_start < v_month then 0 else month_spend_usd end + v_cost,
+      month_spend_usd = case when period_start < v_month then 0 else month_spend_usd end + p_cost,
       period_start = greatest(period_start, v_month)
   where user_id = p_hold.user_id
   returning balance_usd into v_balance;
 
   insert into public.credit_ledger (user_id, kind, amount_usd, balance_after, idempotency_key, hold_id, description)
-  values (p_hold.user_id, 'charge', -v_cost, v_balance, 'charge:' || p_hold.id, p_hold.id,
+  values (p_hold.user_id, 'charge', -p_cost, v_balance, 'charge:' || p_hold.id, p_hold.id,
           p_hold.operation || ' ' || p_hold.model);
 
-  update public.holds set status = 'settled', charged_usd = v_cost, closed_at = now() where id = p_hold.id;
-
-  return jsonb_build_object('cost_usd', v_cost, 'usage_id', v_usage_id, 'balance_usd', v_balance,
-                            'input_tokens', p_input_tokens, 'output_tokens', p_output_tokens);
+  v_result := p_result || jsonb_build_object('cost_usd', p_cost, 'usage_id', v_usage_id, 'balance_usd', v_balance,
+    'input_tokens', p_input_tokens, 'output_tokens', p_output_tokens, 'model', p_hold.model,
+    'request_id', p_hold.request_id);
+  update public.holds set status = 'settled', charged_usd = p_cost, closed_at = now(), result = v_result
+  where id = p_hold.id;
+  return v_result;
 end
 $$;
-revoke all on function private.charge_hold(public.holds, text, integer, integer, integer) from public;
-
--- Record the replayable answer of a settled hold.
-create or replace function private.finish_hold(p_hold_id uuid, p_result jsonb) returns jsonb
-language sql
-set search_path = ''
-as $$
-  update public.holds set result = p_result where id = p_hold_id returning result
-$$;
-revoke all on function private.finish_hold(uuid, jsonb) from public;
+revoke all on function private.charge_hold(public.holds, numeric, text, integer, integer, integer, jsonb) from public;
 
 -- A failed model call: close the hold, no charge, and (unless p_record_usage is false, as when the
 -- settle itself failed) a usage row with status failed. Idempotent: a closed hold comes back as it is.
@@ -355,24 +398,27 @@ set search_path = ''
 as $$
 declare
   v_hold public.holds := private.lock_hold(p_hold_id);
+  v_provider text := (select mp.provider from public.model_prices mp where mp.model = v_hold.model);
 begin
   if v_hold.status <> 'open' then
-    return private.hold_json(v_hold, true);
+    return private.hold_json(v_hold, true, v_provider);
   end if;
-  update public.billing_accounts set held_usd = held_usd - v_hold.amount_usd where user_id = v_hold.user_id;
-  update public.holds set status = 'released', closed_at = now(),
-    result = jsonb_build_object('error_code', coalesce(p_error_code, 'model_error'))
-  where id = p_hold_id returning * into v_hold;
   if coalesce(p_record_usage, true) then
     insert into public.usage_logs (user_id, service, operation, model, status, error_code, latency_ms,
                                    request_id, hold_id)
     values (v_hold.user_id, coalesce(p_service, v_hold.operation), v_hold.operation, v_hold.model, 'failed',
             coalesce(p_error_code, 'model_error'), p_latency_ms, v_hold.request_id, v_hold.id);
   end if;
-  return private.hold_json(v_hold, false);
+  update public.billing_accounts set held_usd = held_usd - v_hold.amount_usd where user_id = v_hold.user_id;
+  update public.holds set status = 'released', closed_at = now(),
+    result = jsonb_build_object('error_code', coalesce(p_error_code, 'model_error'))
+  where id = p_hold_id returning * into v_hold;
+  return private.hold_json(v_hold, false, v_provider);
 end
 $$;
 
+-- Close holds older than the limit (their call died with its instance). Holds being settled right now
+-- are locked and skipped: they end settled, or are expired by the next run.
 create or replace function public.expire_stale_holds(p_older_than_seconds integer default 900)
 returns jsonb
 language plpgsql
@@ -381,26 +427,22 @@ set search_path = ''
 as $$
 declare
   v_row record;
-  v_amount numeric(14,6);
   v_ids uuid[] := '{}';
 begin
   if p_older_than_seconds is null or p_older_than_seconds < 1 then
     raise exception using errcode = 'PT422', message = 'invalid_older_than_seconds';
   end if;
   for v_row in
-    select h.id, h.user_id from public.holds h
+    select h.id, h.user_id, h.amount_usd from public.holds h
     where h.status = 'open' and h.created_at < now() - make_interval(secs => p_older_than_seconds)
     order by h.user_id, h.id
+    for update skip locked
   loop
-    perform 1 from public.billing_accounts where user_id = v_row.user_id for update;
+    update public.billing_accounts set held_usd = held_usd - v_row.amount_usd where user_id = v_row.user_id;
     update public.holds set status = 'expired', closed_at = now(),
       result = jsonb_build_object('error_code', 'hold_expired')
-    where id = v_row.id and status = 'open'
-    returning amount_usd into v_amount;
-    if found then
-      update public.billing_accounts set held_usd = held_usd - v_amount where user_id = v_row.user_id;
-      v_ids := v_ids || v_row.id;
-    end if;
+    where id = v_row.id;
+    v_ids := v_ids || v_row.id;
   end loop;
   return jsonb_build_object('expired', cardinality(v_ids), 'hold_ids', to_jsonb(v_ids));
 end

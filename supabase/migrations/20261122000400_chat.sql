@@ -124,42 +124,32 @@ set search_path = ''
 as $$
 declare
   v_hold public.holds := private.lock_hold(p_hold_id);
-  v_session uuid := p_session_id;
-  v_owner uuid;
-  v_deleted timestamptz;
+  v_session uuid;
   v_seq integer;
   v_user_msg uuid;
   v_asst_msg uuid;
-  v_bill jsonb;
+  v_cost numeric(14,6);
   v_result jsonb;
 begin
   if v_hold.status = 'settled' then
     return v_hold.result || jsonb_build_object('replay', true);
   end if;
-  perform private.require_open_hold(v_hold);
-  if v_hold.operation <> 'chat' then
-    raise exception using errcode = 'PT409', message = 'wrong_operation', detail = 'the hold is not for chat';
-  end if;
+  perform private.require_open_hold(v_hold, 'chat');
   if p_user_message is null or length(p_user_message) not between 1 and 32000 then
     raise exception using errcode = 'PT422', message = 'invalid_message', detail = 'message: 1 to 32000 characters';
   end if;
   if p_assistant_message is null then
     raise exception using errcode = 'PT422', message = 'invalid_assistant_message';
   end if;
-  -- Checked here, before the messages are written, so bad counts are a 422 and not a check violation.
-  if p_input_tokens is null or p_input_tokens < 0 or p_output_tokens is null or p_output_tokens < 0 then
-    raise exception using errcode = 'PT422', message = 'invalid_token_counts';
-  end if;
+  v_cost := private.hold_cost(v_hold, p_input_tokens, p_output_tokens);  -- PT422 on bad counts, before any write
 
+  -- The session: created if new, else locked (for the seq) and touched; another user's or a deleted one is 404.
+  insert into public.chat_sessions as cs (id, user_id, title)
+  values (coalesce(p_session_id, gen_random_uuid()), v_hold.user_id, left(p_user_message, 80))
+  on conflict (id) do update set last_message_at = now()
+    where cs.user_id = excluded.user_id and cs.deleted_at is null
+  returning cs.id into v_session;
   if v_session is null then
-    insert into public.chat_sessions (user_id, title) values (v_hold.user_id, left(p_user_message, 80))
-    returning id into v_session;
-  else
-    insert into public.chat_sessions (id, user_id, title) values (v_session, v_hold.user_id, left(p_user_message, 80))
-    on conflict (id) do nothing;
-  end if;
-  select s.user_id, s.deleted_at into v_owner, v_deleted from public.chat_sessions s where s.id = v_session for update;
-  if v_owner <> v_hold.user_id or v_deleted is not null then
     raise exception using errcode = 'PT404', message = 'session_not_found';
   end if;
 
@@ -173,13 +163,9 @@ begin
           p_output_tokens, case when p_partial then 'partial' else 'complete' end, v_hold.request_id, v_hold.id)
   returning id into v_asst_msg;
 
-  v_bill := private.charge_hold(v_hold, 'chat', p_input_tokens, p_output_tokens, p_latency_ms);
-
-  update public.chat_sessions set last_message_at = now() where id = v_session;
   insert into public.chat_session_summaries as s (session_id, user_id, summary, message_count, input_tokens,
                                                   output_tokens, cost_usd)
-  values (v_session, v_hold.user_id, left(p_user_message, 280), 2, p_input_tokens, p_output_tokens,
-          (v_bill ->> 'cost_usd')::numeric)
+  values (v_session, v_hold.user_id, left(p_user_message, 280), 2, p_input_tokens, p_output_tokens, v_cost)
   on conflict (session_id) do update set
     summary = excluded.summary,
     message_count = s.message_count + 2,
@@ -188,10 +174,10 @@ begin
     cost_usd = s.cost_usd + excluded.cost_usd,
     updated_at = now();
 
-  v_result := v_bill || jsonb_build_object('session_id', v_session, 'user_message_id', v_user_msg,
-    'assistant_message_id', v_asst_msg, 'seq', v_seq + 2, 'model', v_hold.model, 'partial', p_partial,
-    'request_id', v_hold.request_id, 'content', p_assistant_message);
-  perform private.finish_hold(p_hold_id, v_result);
+  -- Last, under the account lock: the charge, and the hold settled with this answer for replays.
+  v_result := private.charge_hold(v_hold, v_cost, 'chat', p_input_tokens, p_output_tokens, p_latency_ms,
+    jsonb_build_object('session_id', v_session, 'user_message_id', v_user_msg, 'assistant_message_id', v_asst_msg,
+                       'seq', v_seq + 2, 'partial', p_partial, 'content', p_assistant_message));
   return v_result || jsonb_build_object('replay', false);
 end
 $$;

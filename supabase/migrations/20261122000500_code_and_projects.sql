@@ -144,33 +144,29 @@ set search_path = ''
 as $$
 declare
   v_hold public.holds := private.lock_hold(p_hold_id);
-  v_bill jsonb;
+  v_cost numeric(14,6);
   v_id uuid;
   v_result jsonb;
 begin
   if v_hold.status = 'settled' then
     return v_hold.result || jsonb_build_object('replay', true);
   end if;
-  perform private.require_open_hold(v_hold);
-  if v_hold.operation <> 'compile' then
-    raise exception using errcode = 'PT409', message = 'wrong_operation', detail = 'the hold is not for compile';
-  end if;
+  perform private.require_open_hold(v_hold, 'compile');
   if p_project_id is not null and not exists (
     select 1 from public.projects p where p.id = p_project_id and p.user_id = v_hold.user_id and p.deleted_at is null
   ) then
     raise exception using errcode = 'PT404', message = 'project_not_found';
   end if;
-  v_bill := private.charge_hold(v_hold, 'compile', p_input_tokens, p_output_tokens, p_latency_ms);
+  v_cost := private.hold_cost(v_hold, p_input_tokens, p_output_tokens);
   insert into public.code_gen_requests (user_id, project_id, hold_id, request_id, task, language, code, valid,
     diagnostics, repaired, model, input_tokens, output_tokens, cost_usd)
   values (v_hold.user_id, p_project_id, v_hold.id, v_hold.request_id, p_task, p_language, p_code, p_valid,
-    coalesce(p_diagnostics, '[]'::jsonb), p_repaired, v_hold.model, p_input_tokens, p_output_tokens,
-    (v_bill ->> 'cost_usd')::numeric)
+    coalesce(p_diagnostics, '[]'::jsonb), p_repaired, v_hold.model, p_input_tokens, p_output_tokens, v_cost)
   returning id into v_id;
-  v_result := v_bill || jsonb_build_object('id', v_id, 'request_id', v_hold.request_id, 'language', p_language,
-    'code', p_code, 'valid', p_valid, 'diagnostics', coalesce(p_diagnostics, '[]'::jsonb), 'repaired', p_repaired,
-    'model', v_hold.model, 'project_id', p_project_id);
-  perform private.finish_hold(p_hold_id, v_result);
+  v_result := private.charge_hold(v_hold, v_cost, 'compile', p_input_tokens, p_output_tokens, p_latency_ms,
+    jsonb_build_object('id', v_id, 'language', p_language, 'code', p_code, 'valid', p_valid,
+                       'diagnostics', coalesce(p_diagnostics, '[]'::jsonb), 'repaired', p_repaired,
+                       'project_id', p_project_id));
   return v_result || jsonb_build_object('replay', false);
 end
 $$;
