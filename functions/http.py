@@ -85,53 +85,41 @@ class Context:
         raw = self.request.stream.read(limit + 1)  # bounded even for chunked bodies with no Content-Length
         if len(raw) > limit:
             raise PayloadTooLarge(f"body is over {limit} bytes")
+        # pydantic parses and validates in one pass (Rust); malformed JSON, invalid UTF-8, unpaired surrogate
+        # escapes and absurd nesting all come back as `json_invalid`.
         try:
-            data = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            raise BadRequest("body is not valid UTF-8", code="invalid_utf8") from exc
-        except ValueError as exc:
-            raise BadRequest(f"body is not valid JSON: {exc}", code="invalid_json") from exc
-        except RecursionError as exc:
-            raise BadRequest("body is not valid JSON: nested too deeply", code="invalid_json") from exc
-        if _has_lone_surrogate(data):  # "\ud800" parses, but is no text: the database could not store it
-            raise BadRequest("body is not valid JSON: a string has an unpaired surrogate escape", code="invalid_json")
-        return validate(model, data)
+            return model.model_validate_json(raw)
+        except pydantic.ValidationError as exc:
+            invalid = next((e for e in exc.errors(include_url=False) if e["type"] == "json_invalid"), None)
+            if invalid is None:
+                raise _unprocessable(exc) from None
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise BadRequest("body is not valid UTF-8", code="invalid_utf8") from None
+            raise BadRequest(f"body is not valid JSON: {invalid['msg'].removeprefix('Invalid JSON: ')}",
+                             code="invalid_json") from None
 
     def query(self, model: type[M]) -> M:
         """The query string parsed into `model` (422 naming each bad field)."""
         return validate(model, {k: v for k, v in self.request.args.items()})
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _has_lone_surrogate(data: Any) -> bool:
-    """Whether a parsed JSON value holds a string (key or value) with a surrogate code point. Valid UTF-8 has
-    none, so they only come from `\\uXXXX` escapes that do not form a pair."""
-    stack = [data]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if _SURROGATE.search(item):
-                return True
-        elif isinstance(item, dict):
-            stack.extend(item)
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
-
-
 def validate(model: type[M], data: Any) -> M:
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as exc:
-        problems = [
-            {"field": ".".join(str(p) for p in err["loc"]) or "body", "message": err["msg"], "type": err["type"]}
-            for err in exc.errors(include_url=False, include_input=False)
-        ]
-        summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
-        raise Unprocessable(summary, code="validation_error", details=problems) from None
+        raise _unprocessable(exc) from None
+
+
+def _unprocessable(exc: pydantic.ValidationError) -> Unprocessable:
+    """A 422 whose message and details name every bad field."""
+    problems = [
+        {"field": ".".join(str(p) for p in err["loc"]) or "body", "message": err["msg"], "type": err["type"]}
+        for err in exc.errors(include_url=False, include_input=False)
+    ]
+    summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+    return Unprocessable(summary, code="validation_error", details=problems)
 
 
 def json_response(body: Any, status: int = 200) -> flask.Response:

@@ -50,7 +50,7 @@ def test_answers_carry_cors_headers_for_allowed_origins_only(api: Any) -> None:
 def test_oversized_body_is_413_and_nothing_written(api: Any) -> None:
     db: Sql = api.db
     uid = db.make_user(balance=5)
-    r = api.post("chat", data="x" * (300 * 1024), user=uid, headers={"Content-Type": "application/json"})
+    r = api.post("chat", data="x" * (1100 * 1024), user=uid, headers={"Content-Type": "application/json"})
     assert r.status_code == 413 and r.json["error"]["code"] == "payload_too_large"
     assert db.one("select count(*) from public.holds") == 0
 
@@ -59,7 +59,7 @@ def test_chunked_oversized_body_is_413(api: Any) -> None:
     uid = api.db.make_user(balance=5)
 
     # No Content-Length: the server reads a terminated input stream (as gunicorn gives for chunked bodies).
-    r = api.post("chat", input_stream=io.BytesIO(b"x" * (300 * 1024)), user=uid,
+    r = api.post("chat", input_stream=io.BytesIO(b"x" * (1100 * 1024)), user=uid,
                  headers={"Content-Type": "application/json"}, environ_overrides={"wsgi.input_terminated": True})
     assert r.status_code == 413
 

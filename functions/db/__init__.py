@@ -36,6 +36,10 @@ class Caller:
 SERVICE = Caller("service_role")
 
 
+class RawJson(str):
+    """JSON text already serialized (and validated) by the caller: sent to the RPC as it is."""
+
+
 def check_rpc_name(name: str) -> str:
     if not _RPC_NAME.match(name):
         raise ValueError(f"not an RPC name: {name!r}")

@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 import stamina
 from psycopg import errors as pg_errors
+from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from functions.db import SERVICE, Caller, check_rpc_name
@@ -50,11 +51,11 @@ class PostgresDatabase:
             min_size=min_size,
             max_size=max_size,
             timeout=connect_timeout,
-            # autocommit: `transaction()` is then a real BEGIN/COMMIT, never a SAVEPOINT, so SET LOCAL ROLE
-            # cannot outlive one request on a reused connection.
+            # autocommit: each call is its own implicit transaction (see `_statement`), never nested in one
+            # left open, so a role set for one request cannot outlive it on a reused connection. No check on
+            # checkout: a dead connection fails the call, which is retried on a fresh one.
             kwargs={"autocommit": True, "connect_timeout": max(int(connect_timeout), 1),
                     "options": f"-c statement_timeout={statement_timeout_ms}"},
-            check=ConnectionPool.check_connection,
             open=False,
         )
         self._opened = False
@@ -66,18 +67,15 @@ class PostgresDatabase:
 
     def rpc(self, name: str, args: Mapping[str, Any], caller: Caller = SERVICE) -> Any:
         check_rpc_name(name)
-        named = ", ".join(f"p_{check_rpc_name(key)} => %s" for key in args)
-        query = f"select public.{name}({named})"
-        params = [as_sql_literal(v) for v in args.values()]
-        claims = json.dumps(caller.claims())
+        query = self._statement(name, args, caller)
         self._open()
         try:
             for attempt in stamina.retry_context(on=_RETRYABLE, attempts=self.attempts, wait_initial=0.05,
                                                  wait_max=1.0, wait_jitter=0.1):
-                with attempt, self.pool.connection() as conn, conn.transaction():
-                    conn.execute("select set_config('role', %s, true), set_config('request.jwt.claims', %s, true)",
-                                 (caller.role, claims))
-                    row = conn.execute(query, params).fetchone()
+                with attempt, self.pool.connection() as conn:
+                    cur = conn.execute(query)
+                    cur.nextset()  # the first result is the set_config row
+                    row = cur.fetchone()
                     return row[0] if row else None
         except _RETRYABLE as exc:
             log.warning("database unavailable after %s attempts: %s", self.attempts, type(exc).__name__)
@@ -86,6 +84,19 @@ class PostgresDatabase:
             diag = exc.diag
             raise from_sqlstate(exc.sqlstate, diag.message_primary or "", diag.message_detail) from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _statement(name: str, args: Mapping[str, Any], caller: Caller) -> sql.Composed:
+        """One round trip, one transaction: two statements in one simple-protocol message run as a single
+        implicit transaction on an autocommit connection, so the role and claims set with
+        `set_config(..., true)` hold for the call and vanish with its commit or rollback. Values are quoted
+        client-side by libpq's escaping and stay untyped, so Postgres casts them to the declared types."""
+        call_args = sql.SQL(", ").join(
+            sql.SQL("{} => {}").format(sql.Identifier(f"p_{check_rpc_name(key)}"), sql.Literal(as_sql_literal(value)))
+            for key, value in args.items())
+        claims = sql.Literal(json.dumps(caller.claims()))
+        return sql.SQL("select set_config('role', {}, true), set_config('request.jwt.claims', {}, true); "
+                       "select public.{}({})").format(sql.Literal(caller.role), claims, sql.Identifier(name), call_args)
 
     def close(self) -> None:
         if self._opened:

@@ -8,6 +8,7 @@ take the user id as an argument (`private.effective_user` in SQL decides which a
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import httpx
 import stamina
 
-from functions.db import SERVICE, Caller, check_rpc_name
+from functions.db import SERVICE, Caller, RawJson, check_rpc_name
 from functions.db.postgres import as_sql_literal
 from functions.errors import ApiError, ServiceUnavailable, Unauthorized, from_sqlstate
 from functions.settings import Settings
@@ -30,6 +31,8 @@ class _Gateway(Exception):
 
 
 def _jsonable(value: Any) -> Any:
+    if isinstance(value, RawJson):
+        return json.loads(value)
     if value is None or isinstance(value, (bool, int, float, str, dict, list)):
         return value
     return as_sql_literal(value)
