@@ -11,13 +11,12 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import flask
 import pydantic
 
 from functions import runtime
-from functions.auth import Principal
 from functions.db import Database
 from functions.errors import (
     ApiError,
@@ -30,6 +29,9 @@ from functions.errors import (
     UnsupportedMediaType,
 )
 from functions.settings import Settings
+
+if TYPE_CHECKING:
+    from functions.auth import Principal
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 Handler = Callable[["Context"], "flask.Response | Mapping[str, Any]"]

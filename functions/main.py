@@ -1,4 +1,8 @@
-"""functions-framework targets: `functions-framework --source functions/main.py --target <name>`."""
+"""functions-framework targets: `functions-framework --source functions/main.py --target <name>`.
+
+Each target imports its module on its first request, so an instance pays only for what it serves
+(a deployed function is one target per instance).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,7 @@ from typing import Any
 import flask
 import functions_framework
 
-from functions import chat as _chat
-from functions import compile as _compile
-from functions import health as _health
-from functions import refresh_views as _refresh_views
 from functions import runtime
-from functions import usage as _usage
 
 TARGETS = ("chat", "compile", "usage", "refresh_views", "health")
 
@@ -23,29 +22,41 @@ runtime.settings()
 
 @functions_framework.http
 def chat(request: flask.Request) -> flask.Response:
-    return _chat.handle(request)
+    from functions.chat import handle
+
+    return handle(request)
 
 
 @functions_framework.http
 def compile(request: flask.Request) -> flask.Response:
-    return _compile.handle(request)
+    from functions.compile import handle
+
+    return handle(request)
 
 
 @functions_framework.http
 def usage(request: flask.Request) -> flask.Response:
-    return _usage.handle(request)
+    from functions.usage import handle
+
+    return handle(request)
 
 
 @functions_framework.http
 def refresh_views(request: flask.Request) -> flask.Response:
-    return _refresh_views.handle(request)
+    from functions.refresh_views import handle
+
+    return handle(request)
 
 
 @functions_framework.http
 def health(request: flask.Request) -> flask.Response:
-    return _health.handle(request)
+    from functions.health import handle
+
+    return handle(request)
 
 
 @functions_framework.cloud_event
 def refresh_views_event(cloud_event: Any) -> None:
-    _refresh_views.on_event(cloud_event)
+    from functions.refresh_views import on_event
+
+    on_event(cloud_event)

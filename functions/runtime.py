@@ -4,10 +4,13 @@ reused by every request of the process (functions-framework runs several threads
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
-from functions.auth import Authenticator
 from functions.db import Database
 from functions.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from functions.auth import Authenticator
 
 _lock = threading.Lock()
 _database: Database | None = None
@@ -54,6 +57,8 @@ def authenticator() -> Authenticator:
     global _authenticator
     with _lock:
         if _authenticator is None:
+            from functions.auth import Authenticator  # lazy: jwt and httpx are not needed by every target
+
             _authenticator = Authenticator(settings())
         return _authenticator
 
