@@ -21,7 +21,7 @@ from typing import Any
 
 import psycopg
 
-from bench.common import BENCH_MODEL, Result, bench_database, log, percentile
+from bench.common import BENCH_MODEL, Result, bench_database, log, percentile, run_released
 from functions.db import SERVICE
 from functions.db.postgres import PostgresDatabase
 
@@ -82,14 +82,7 @@ def concurrently(workers: list[Callable[[], None]], count: int) -> tuple[float, 
         with lock:
             latencies.extend(mine)
 
-    threads = [threading.Thread(target=loop, args=(w,), daemon=True) for w in workers]
-    for thread in threads:
-        thread.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    seconds = time.perf_counter() - started
+    seconds = run_released([threading.Thread(target=loop, args=(w,), daemon=True) for w in workers], barrier)
     if failures:
         raise RuntimeError(f"{len(failures)} clients failed") from failures[0]
     return seconds, latencies

@@ -443,17 +443,23 @@ def drive(port: int, factory: RequestFactory, *, total: int, concurrency: int, e
         with lock:
             latencies.extend(mine)
 
-    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(concurrency)]
+    seconds = run_released([threading.Thread(target=client, args=(i,), daemon=True) for i in range(concurrency)],
+                           barrier)
+    if not latencies:
+        raise RuntimeError(f"every request failed; first error: {first_error}")
+    return LoadResult(total, errors, seconds, latencies, first_error)
+
+
+def run_released(threads: list[threading.Thread], barrier: threading.Barrier) -> float:
+    """Start `threads`, release them together through `barrier` (whose last party is the caller), and return
+    the seconds from the release until every thread has finished."""
     for thread in threads:
         thread.start()
     barrier.wait()
     started = time.perf_counter()
     for thread in threads:
         thread.join()
-    seconds = time.perf_counter() - started
-    if not latencies:
-        raise RuntimeError(f"every request failed; first error: {first_error}")
-    return LoadResult(total, errors, seconds, latencies, first_error)
+    return time.perf_counter() - started
 
 
 class CpuMeter:

@@ -3,6 +3,7 @@ applied (503 if it is behind the migrations this code ships with) and the model 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,11 +14,14 @@ from functions.errors import ApiError, ServiceUnavailable
 from functions.http import Context, endpoint, json_response
 
 
+@functools.cache
 def expected_migration() -> str | None:
-    """The newest migration shipped with this code, when the migrations folder is deployed with it."""
+    """The newest migration shipped with this code, when the migrations folder is deployed with it (read once
+    per instance: the files do not change under a running process)."""
     from functions.migrate import MIGRATIONS_DIR, migrations
 
-    return migrations()[-1].version if MIGRATIONS_DIR.is_dir() and migrations() else None
+    shipped = migrations() if MIGRATIONS_DIR.is_dir() else []
+    return shipped[-1].version if shipped else None
 
 
 @endpoint("health", methods=("GET",))

@@ -18,7 +18,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from functions.db import SERVICE, Caller, check_rpc_name
-from functions.errors import ApiError, ServiceUnavailable, from_sqlstate
+from functions.errors import ServiceUnavailable, from_sqlstate
 
 log = logging.getLogger(__name__)
 
@@ -103,5 +103,3 @@ class PostgresDatabase:
             self.pool.close()
             self._opened = False
 
-
-__all__ = ["ApiError", "PostgresDatabase", "as_sql_literal"]
