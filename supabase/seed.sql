@@ -6,13 +6,19 @@ insert into public.plans (id, name, monthly_quota_usd, requests_per_minute, sign
 on conflict (id) do update set name = excluded.name, monthly_quota_usd = excluded.monthly_quota_usd,
   requests_per_minute = excluded.requests_per_minute, signup_grant_usd = excluded.signup_grant_usd;
 
-insert into public.model_prices (model, provider, input_usd_per_mtok, output_usd_per_mtok, max_output_tokens, is_default) values
-  ('offline-dev', 'offline', 1.000000, 2.000000, 4096, true),
-  ('gpt-4o-mini', 'openai', 0.150000, 0.600000, 16384, false),
-  ('gpt-4o', 'openai', 2.500000, 10.000000, 16384, false),
-  ('claude-sonnet-4-5', 'anthropic', 3.000000, 15.000000, 8192, false),
-  ('claude-haiku-4-5', 'anthropic', 1.000000, 5.000000, 8192, false)
+-- Prices per million tokens; a null cache price means the input price. One default model per provider:
+-- MODEL_PROVIDER (or DEFAULT_MODEL) picks which one answers a request that names no model.
+insert into public.model_prices (model, provider, input_usd_per_mtok, cached_input_usd_per_mtok, cache_write_usd_per_mtok,
+                                 output_usd_per_mtok, max_output_tokens, is_default) values
+  ('offline-dev', 'offline', 1.000000, 0.100000, 1.250000, 2.000000, 4096, true),
+  ('gpt-4o-mini', 'openai', 0.150000, 0.075000, null, 0.600000, 16384, true),
+  ('gpt-4o', 'openai', 2.500000, 1.250000, null, 10.000000, 16384, false),
+  ('o4-mini', 'openai', 1.100000, 0.275000, null, 4.400000, 100000, false),
+  ('claude-sonnet-4-5', 'anthropic', 3.000000, 0.300000, 3.750000, 15.000000, 8192, false),
+  ('claude-haiku-4-5', 'anthropic', 1.000000, 0.100000, 1.250000, 5.000000, 8192, true)
 on conflict (model) do update set provider = excluded.provider, input_usd_per_mtok = excluded.input_usd_per_mtok,
+  cached_input_usd_per_mtok = excluded.cached_input_usd_per_mtok,
+  cache_write_usd_per_mtok = excluded.cache_write_usd_per_mtok,
   output_usd_per_mtok = excluded.output_usd_per_mtok, max_output_tokens = excluded.max_output_tokens,
   is_default = excluded.is_default;
 

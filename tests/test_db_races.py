@@ -135,7 +135,7 @@ def test_expiry_racing_settles_closes_each_hold_exactly_once(db: Sql) -> None:
                 holds.append(c.execute(
                     "select public.begin_charge(%s, %s, 'chat', 'offline-dev', 1000, 500) ->> 'hold_id' as id",
                     (uid, f"old-{i}")).fetchone()["id"])
-    db.q("update public.holds set created_at = now() - interval '1 hour'")
+    db.q("update public.holds set created_at = now() - interval '1 hour', last_seen_at = now() - interval '1 hour'")
     expirers = 5
 
     def work(conn: psycopg.Connection[Any], i: int) -> Any:

@@ -425,7 +425,7 @@ def test_expire_stale_holds_closes_only_old_open_holds(db: Sql) -> None:
     uid = db.make_user(balance=1)
     old, fresh, settled = begin(db, uid), begin(db, uid), begin(db, uid)
     settle_chat(db, settled["hold_id"])
-    db.q("update public.holds set created_at = now() - interval '1 hour' where id = any(%s)",
+    db.q("update public.holds set created_at = now() - interval '1 hour', last_seen_at = now() - interval '1 hour' where id = any(%s)",
          ([uuid.UUID(old["hold_id"]), uuid.UUID(settled["hold_id"])],))
     res = db.rpc("expire_stale_holds", older_than_seconds=900)
     assert res == {"expired": 1, "hold_ids": [old["hold_id"]]}

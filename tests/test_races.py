@@ -121,7 +121,7 @@ def test_hold_expiring_while_its_settle_is_in_flight_is_never_charged(pg_api: Ap
     real = Offline.complete
 
     def slow_model(self: Offline, model: str, messages: Any, max_tokens: int) -> Any:
-        db.q("update public.holds set created_at = now() - interval '1 hour' where user_id = %s and status = 'open'",
+        db.q("update public.holds set created_at = now() - interval '1 hour', last_seen_at = now() - interval '1 hour' where user_id = %s and status = 'open'",
              (uid,))
         assert pg_api.service("refresh_views").json["expired_holds"]["expired"] == 1
         return real(self, model, messages, max_tokens)
@@ -143,7 +143,7 @@ def test_expiry_racing_many_settles_charges_each_turn_at_most_once(pg_api: Api) 
     def expire_loop() -> None:
         scheduler = Sql(db.url)
         while not stop.is_set():
-            scheduler.q("update public.holds set created_at = now() - interval '1 hour' where status = 'open'")
+            scheduler.q("update public.holds set created_at = now() - interval '1 hour', last_seen_at = now() - interval '1 hour' where status = 'open'")
             scheduler.rpc("expire_stale_holds", older_than_seconds=60)
         scheduler.close()
 
