@@ -10,7 +10,7 @@ on conflict (id) do update set name = excluded.name, monthly_quota_usd = exclude
 -- MODEL_PROVIDER (or DEFAULT_MODEL) picks which one answers a request that names no model.
 insert into public.model_prices (model, provider, input_usd_per_mtok, cached_input_usd_per_mtok, cache_write_usd_per_mtok,
                                  output_usd_per_mtok, max_output_tokens, is_default) values
-  ('offline-dev', 'offline', 1.000000, 0.100000, 1.250000, 2.000000, 4096, true),
+  ('offline-dev', 'offline', 1.000000, 0.100000, null, 2.000000, 4096, true),
   ('gpt-4o-mini', 'openai', 0.150000, 0.075000, null, 0.600000, 16384, true),
   ('gpt-4o', 'openai', 2.500000, 1.250000, null, 10.000000, 16384, false),
   ('o4-mini', 'openai', 1.100000, 0.275000, null, 4.400000, 100000, false),
