@@ -17,7 +17,7 @@ Models it serves (see `tests/transcripts/README.md` for what each one answers, b
 
 Use it from a test module (the fixture is session-scoped, so one proxy per xdist worker):
 
-    from tests.litellm_proxy import LiteLLMProxy, litellm_proxy  # noqa: F401
+    from tests.litellm_proxy import LiteLLMProxy, litellm_proxy_fixture  # noqa: F401  (registers `litellm_proxy`)
 
     def test_something(litellm_proxy: LiteLLMProxy) -> None:
         httpx.post(f"{litellm_proxy.base_url}/v1/chat/completions", headers=litellm_proxy.openai_headers, ...)
@@ -259,8 +259,8 @@ def running_proxy() -> Iterator[LiteLLMProxy]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def litellm_proxy() -> Iterator[LiteLLMProxy]:
+@pytest.fixture(scope="session", name="litellm_proxy")
+def litellm_proxy_fixture() -> Iterator[LiteLLMProxy]:
     """One running LiteLLM proxy per test process. Skipped (failed on CI) when its venv cannot be installed."""
     try:
         ensure_venv()
