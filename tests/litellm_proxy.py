@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -49,7 +50,13 @@ import pytest
 LITELLM_VERSION = "1.83.14"
 ROOT = Path(__file__).resolve().parent.parent
 VENV = Path(os.environ.get("LITELLM_VENV", str(ROOT / ".local" / "litellm-venv")))
-STAMP_NAME = f".installed-litellm-{LITELLM_VERSION}"
+# Every package of the venv pinned (a freeze of a working install): reproducible, and no resolver backtracking.
+CONSTRAINTS = Path(__file__).resolve().parent / "litellm-constraints.txt"
+
+
+def _stamp_name() -> str:
+    digest = hashlib.sha256(CONSTRAINTS.read_bytes()).hexdigest()[:12]
+    return f".installed-litellm-{LITELLM_VERSION}-{digest}"  # a new pin or constraint means a new venv
 
 MASTER_KEY = "sk-litellm-test-master-key-0123456789"
 OPENAI_MODEL = "gpt-4o-mini"
@@ -114,7 +121,7 @@ def venv_python(venv: Path = VENV) -> Path:
 
 def ensure_venv(venv: Path = VENV) -> Path:
     """Create the proxy's venv once per machine (safe across concurrent processes); return its python."""
-    stamp = venv / STAMP_NAME
+    stamp = venv / _stamp_name()
     if stamp.exists():
         return venv_python(venv)
     venv.parent.mkdir(parents=True, exist_ok=True)
@@ -131,14 +138,14 @@ def ensure_venv(venv: Path = VENV) -> Path:
                 subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, stdout=out, stderr=out,
                                timeout=INSTALL_TIMEOUT)
                 subprocess.run([str(venv_python(venv)), "-m", "pip", "install", "--disable-pip-version-check",
-                                "-q", f"litellm[proxy]=={LITELLM_VERSION}"],
+                                "-q", "-c", str(CONSTRAINTS), f"litellm[proxy]=={LITELLM_VERSION}"],
                                check=True, stdout=out, stderr=out, timeout=INSTALL_TIMEOUT)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
             shutil.rmtree(venv, ignore_errors=True)
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
             raise ProxyUnavailable(f"could not install litellm[proxy]=={LITELLM_VERSION} into {venv}: {exc}\n"
                                    f"{tail}") from exc
-        stamp.write_text(f"litellm[proxy]=={LITELLM_VERSION}\n")
+        stamp.write_text(f"litellm[proxy]=={LITELLM_VERSION} -c {CONSTRAINTS.name}\n")  # written last: complete
     return venv_python(venv)
 
 
