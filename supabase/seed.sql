@@ -22,9 +22,23 @@ on conflict (model) do update set provider = excluded.provider, input_usd_per_mt
   output_usd_per_mtok = excluded.output_usd_per_mtok, max_output_tokens = excluded.max_output_tokens,
   is_default = excluded.is_default;
 
--- The demo user (profile and billing account come from the triggers), on the pro plan with $25 of credit.
-insert into auth.users (id, email, raw_user_meta_data)
-values ('00000000-0000-4000-8000-00000000d3e0', 'demo@example.com', '{"display_name": "Demo User"}')
+-- The demo user, written the way Supabase Auth writes an email sign-up (aud, role, instance_id,
+-- raw_app_meta_data, confirmed email, '' tokens, timestamps, an `email` identity), so it is a real
+-- user on a hosted project too. It has NO password: locally the server mints its token; on a hosted
+-- project set one yourself (README, "Deploying") or leave it unable to sign in. Runs as `postgres`.
+-- The profile and billing account come from the triggers; pro plan with $25 of credit.
+insert into auth.users (instance_id, id, aud, role, email, encrypted_password, email_confirmed_at,
+  confirmation_token, recovery_token, email_change_token_new, email_change, raw_app_meta_data,
+  raw_user_meta_data, is_super_admin, created_at, updated_at, is_sso_user, is_anonymous)
+values ('00000000-0000-0000-0000-000000000000', '00000000-0000-4000-8000-00000000d3e0', 'authenticated',
+  'authenticated', 'demo@example.com', '', now(), '', '', '', '',
+  '{"provider": "email", "providers": ["email"]}', '{"display_name": "Demo User"}', false, now(), now(),
+  false, false)
 on conflict (id) do nothing;
+insert into auth.identities (provider_id, user_id, identity_data, provider, last_sign_in_at, created_at, updated_at)
+values ('00000000-0000-4000-8000-00000000d3e0', '00000000-0000-4000-8000-00000000d3e0',
+  '{"sub": "00000000-0000-4000-8000-00000000d3e0", "email": "demo@example.com", "email_verified": true,
+    "phone_verified": false}', 'email', now(), now(), now())
+on conflict (provider_id, provider) do nothing;
 update public.profiles set plan_id = 'pro' where id = '00000000-0000-4000-8000-00000000d3e0';
 select public.top_up('00000000-0000-4000-8000-00000000d3e0', 25, 'seed-demo-credit', 'grant', 'demo credit');
