@@ -118,12 +118,13 @@ def test_the_browser_never_chooses_a_session_id(db: Sql) -> None:
     with db.acting("authenticated", a) as c:
         row = c.execute("insert into public.chat_sessions (title) values ('t') returning id, user_id").fetchone()
     assert row["user_id"] == a and row["id"] != theirs
-    # B's named session is still B's to create.
-    hold = db.rpc("begin_charge", user_id=b, request_id="r-work", operation="chat", model="offline-dev",
-                  prompt_chars=2, max_output_tokens=5)
-    turn = db.rpc("settle_chat_turn", hold_id=hold["hold_id"], session_id=theirs, user_message="hi",
+    # B's named session is still B's to create, under an id the database makes.
+    hold = db.rpc("begin_chat_turn", user_id=b, request_id="r-work", model="offline-dev", provider=None,
+                  fixed_chars=2, max_output_tokens=5, session_name="work", legacy_session_id=theirs)
+    turn = db.rpc("settle_chat_turn", hold_id=hold["hold_id"], user_message="hi",
                   assistant_message="hello", input_tokens=1, output_tokens=1)
-    assert turn["session_id"] == str(theirs)
+    assert turn["session_id"] == hold["session_id"] != str(theirs)
+    assert db.one("select user_id from public.chat_sessions where name = 'work'") == b
 
 
 # The stand-in is Supabase as it is ------------------------------------------------------------------------
