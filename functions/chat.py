@@ -38,12 +38,12 @@ def session_ref(user_id: uuid.UUID, session_id: str | None) -> dict[str, Any]:
         return {"session_name": session_id, "legacy_session_id": uuid.uuid5(user_id, session_id)}
 
 
-@endpoint("chat", methods=("GET", "POST"))
+@endpoint("chat", methods=("GET", "POST"), subpaths={"/models": ("GET",)})
 def handle(ctx: Context) -> flask.Response | Mapping[str, Any]:
-    """Send a message (POST) or list sessions and messages (GET)."""
+    """Send a message (POST), list sessions and messages (GET), or list the models (GET /models)."""
     ctx.authenticate_user()
     if ctx.request.method == "GET":
-        if ctx.request.path.rstrip("/").endswith("/models"):
+        if ctx.request.path.rstrip("/") == "/models":
             models = active_models(ctx.db)
             return {"items": models, "default_model": default_model(ctx.db, ctx.settings, models)}
         return _list(ctx)

@@ -24,6 +24,7 @@ from functions.errors import (
     Forbidden,
     InternalError,
     MethodNotAllowed,
+    NotFound,
     PayloadTooLarge,
     Unprocessable,
     UnsupportedMediaType,
@@ -146,15 +147,19 @@ def _cors_origin(settings: Settings, origin: str | None) -> str | None:
     return None
 
 
-def endpoint(function: str, methods: Iterable[str]) -> Callable[[Handler], Callable[[flask.Request], flask.Response]]:
-    """Wrap a handler with everything in this module's docstring."""
-    allowed_methods = tuple(m.upper() for m in methods)
+def endpoint(function: str, methods: Iterable[str], subpaths: Mapping[str, Iterable[str]] | None = None,
+             ) -> Callable[[Handler], Callable[[flask.Request], flask.Response]]:
+    """Wrap a handler with everything in this module's docstring. The function answers `methods` at its
+    root and each of `subpaths` (e.g. `{"/models": ["GET"]}`) with its own methods; other paths are 404."""
+    routes = {"": tuple(m.upper() for m in methods)} | {
+        path.rstrip("/"): tuple(m.upper() for m in ms) for path, ms in (subpaths or {}).items()}
 
     def wrap(handler: Handler) -> Callable[[flask.Request], flask.Response]:
         def serve(request: flask.Request) -> flask.Response:
             started = time.perf_counter()
             request_id = _request_id(request)
             settings = runtime.settings()
+            allowed_methods = routes.get(request.path.rstrip("/"), ())
             ctx = Context(request, request_id, function, settings)
             origin = request.headers.get("Origin")
             allow_origin = _cors_origin(settings, origin)
@@ -168,6 +173,8 @@ def endpoint(function: str, methods: Iterable[str]) -> Callable[[Handler], Calla
                     response.headers["Access-Control-Allow-Headers"] = _ALLOWED_HEADERS
                     response.headers["Access-Control-Max-Age"] = "600"
                 else:
+                    if not allowed_methods:
+                        raise NotFound(f"{function} has no {request.path}.", code="not_found")
                     if request.method not in allowed_methods:
                         raise MethodNotAllowed(f"use {' or '.join(allowed_methods)}", code="method_not_allowed")
                     if request.content_length is not None and request.content_length > settings.max_body_bytes:

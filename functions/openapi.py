@@ -207,6 +207,14 @@ def build() -> JsonObject:
                                                                               "serialization")),
                    **_errors(400, 404, 422, *_USER)},
     )
+    chat_models = _operation(
+        "chat_models", "List the models a request may name",
+        "The active models of `model_prices` with their prices per million tokens (cached input and cache "
+        "writes at their own prices), defaults first; `default_model` answers a request that names none "
+        "(`DEFAULT_MODEL`, else `MODEL_PROVIDER`'s default).",
+        security=USER_SECURITY,
+        responses={"200": _success("The models.", c.ref(schemas.ModelList, "serialization")), **_errors(*_USER)},
+    )
     compile_ = _operation(
         "compile", "Turn a task into Python or SQL code that parses",
         "The code is checked to parse (Python's compiler, PostgreSQL's parser), never run; one repair round "
@@ -275,6 +283,7 @@ def build() -> JsonObject:
         "servers": [{"url": "http://127.0.0.1:8080", "description": "local: python -m functions.serve"}],
         "paths": {
             "/chat": {"post": chat_send, "get": chat_list},
+            "/chat/models": {"get": chat_models},
             "/compile": {"post": compile_},
             "/usage": {"get": usage_summary, "post": usage_ingest},
             "/refresh_views": {"post": refresh_views},

@@ -262,8 +262,27 @@ class HealthDatabase(BaseModel):
 class HealthResponse(BaseModel):
     status: Literal["ok"]
     model_provider: str
+    default_model: str | None = Field(description="The model of a request that names none.")
     transport: str
     database: HealthDatabase
+
+
+class ModelInfo(BaseModel):
+    """One active model of `model_prices`, USD per million tokens of each class."""
+
+    model: str
+    provider: Literal["openai", "anthropic", "offline"]
+    is_default: bool = Field(description="The default of its provider.")
+    input_usd_per_mtok: float
+    cached_input_usd_per_mtok: float
+    cache_write_usd_per_mtok: float
+    output_usd_per_mtok: float
+    max_output_tokens: int
+
+
+class ModelList(BaseModel):
+    items: list[ModelInfo]
+    default_model: str | None
 
 
 class ErrorBody(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -198,3 +199,43 @@ def test_bad_cursor_is_422_naming_cursor(api: Any, cursor: str) -> None:
     uid = api.db.make_user(balance=5)
     r = api.get("chat", user=uid, query_string={"cursor": cursor})
     assert r.status_code == 422 and r.json["error"]["details"][0]["field"] == "cursor"
+
+
+# -- which model answers --------------------------------------------------------------------------------
+
+OPENAI_ANSWER = {"id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-4o-mini",
+                 "choices": [{"index": 0, "message": {"role": "assistant", "content": "from openai"},
+                              "finish_reason": "stop"}],
+                 "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}}
+
+
+@pytest.mark.parametrize("configure", ["provider", "default_model"])
+def test_the_configured_provider_answers_a_request_that_names_no_model(
+        api: Any, monkeypatch: pytest.MonkeyPatch, configure: str) -> None:
+    """MODEL_PROVIDER picks its default model in model_prices (one per provider, set from the dashboard);
+    DEFAULT_MODEL names one outright. Either way the configured provider answers, not the seed's offline model."""
+    import httpx
+
+    from functions.providers import reset_providers
+    from functions.settings import get_settings
+
+    if configure == "provider":
+        monkeypatch.setenv("MODEL_PROVIDER", "openai")
+        expected = api.db.one("select model from public.model_prices where provider = 'openai' and is_default")
+    else:
+        monkeypatch.setenv("DEFAULT_MODEL", "gpt-4o")
+        expected = "gpt-4o"
+    get_settings.cache_clear()
+    reset_providers()
+    route = api.router.post("https://llm.test/v1/chat/completions").mock(
+        return_value=httpx.Response(200, json=OPENAI_ANSWER))
+    uid = api.db.make_user(balance=5)
+    r = api.post("chat", {"message": "who answers?"}, user=uid)
+    assert r.status_code == 200, r.json
+    assert (r.json["provider"], r.json["model"], r.json["content"]) == ("openai", expected, "from openai")
+    assert json.loads(route.calls.last.request.content)["model"] == expected
+    models = api.get("chat", user=uid, path="/models").json
+    assert models["default_model"] == expected
+    assert {m["model"] for m in models["items"]} >= {"offline-dev", "gpt-4o-mini", "claude-haiku-4-5"}
+    health = api.get("health").json
+    assert health["default_model"] == expected and health["model_provider"] == get_settings().model_provider
