@@ -54,11 +54,11 @@ class Api:
         self.clients: dict[str, FlaskClient] = {t: app(t).test_client() for t in TARGETS}
 
     def call(self, method: str, target: str, *, user: uuid.UUID | str | None = None,
-             headers: dict[str, str] | None = None, **kwargs: Any) -> Any:
+             headers: dict[str, str] | None = None, path: str = "/", **kwargs: Any) -> Any:
         all_headers = dict(headers or {})
         if user is not None and "Authorization" not in all_headers:
             all_headers["Authorization"] = f"Bearer {token(user)}"
-        return self.clients[target].open("/", method=method, headers=all_headers, **kwargs)
+        return self.clients[target].open(path, method=method, headers=all_headers, **kwargs)
 
     def post(self, target: str, body: Any = None, **kwargs: Any) -> Any:
         if body is not None:
@@ -67,6 +67,9 @@ class Api:
 
     def get(self, target: str, **kwargs: Any) -> Any:
         return self.call("GET", target, **kwargs)
+
+    def delete(self, target: str, path: str, **kwargs: Any) -> Any:
+        return self.call("DELETE", target, path=path, **kwargs)
 
     def service(self, target: str, body: Any = None, **kwargs: Any) -> Any:
         headers = {"Authorization": f"Bearer {SERVICE_SECRET}", **kwargs.pop("headers", {})}

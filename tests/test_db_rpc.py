@@ -648,7 +648,8 @@ def test_api_key_scopes_and_expiry_are_stored_and_reported(db: Sql) -> None:
 
 
 @pytest.mark.parametrize("args", [
-    {"scopes": []}, {"scopes": ["keys"]}, {"scopes": ["models", "admin"]}, {"scopes": {"models": True}}, {"scopes": [1]},
+    {"scopes": []}, {"scopes": ["keys"]}, {"scopes": ["models", "admin"]}, {"scopes": {"models": True}},
+    {"scopes": [1]},
     {"expires_in_days": 0}, {"expires_in_days": 3651},
     {"expires_at": "2000-01-01T00:00:00Z"}, {"expires_at": "2999-01-01T00:00:00Z"},
     {"expires_at": "2999-01-01T00:00:00Z", "expires_in_days": 3},
