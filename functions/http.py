@@ -161,16 +161,30 @@ _MUST: dict[str, str] = {
 }
 
 
+def _kind(err: Any) -> str:
+    """The pydantic error type; a length check applied to a string after a validator counts characters, which
+    pydantic reports as a list's `too_long`/`too_short`."""
+    kind = str(err["type"])
+    return f"string_{kind}" if kind in ("too_long", "too_short") and isinstance(err.get("input"), str) else kind
+
+
 def _must(err: Any) -> str:
     """What the field must be, as the end of a sentence that starts with the field's name."""
-    template = _MUST.get(err["type"])
+    kind = _kind(err)
     ctx = err.get("ctx") or {}
+    if kind in ("string_too_short", "too_short") and ctx.get("min_length") == 1:
+        return "must not be empty"
+    if kind in ("string_too_long", "too_long") and ctx.get("max_length") == 1:
+        return "must have at most one " + ("character" if kind == "string_too_long" else "item")
+    template = _MUST.get(kind)
     if template is not None:
         try:
             return template.format(**ctx)
         except (KeyError, IndexError):
             pass
     text = str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ").rstrip(".")
+    if text.startswith(("must ", "is ")):
+        return text
     for prefix in ("Input should", "String should", "List should", "Value should", "Decimal input should"):
         if text.startswith(prefix):
             return "must" + text.removeprefix(prefix)
@@ -180,8 +194,8 @@ def _must(err: Any) -> str:
 def _unprocessable(exc: pydantic.ValidationError, where: str = "Field") -> Unprocessable:
     """A 422 whose message says, in a sentence, what each bad field must be; `details.fields` lists them."""
     problems = [
-        {"field": ".".join(str(p) for p in err["loc"]) or "body", "message": _must(err), "type": err["type"]}
-        for err in exc.errors(include_url=False, include_input=False)
+        {"field": ".".join(str(p) for p in err["loc"]) or "body", "message": _must(err), "type": _kind(err)}
+        for err in exc.errors(include_url=False)  # the input is read (str or not), never sent back
     ]
     parts = [f"the request body {p['message']}" if p["field"] == "body" else f"'{p['field']}' {p['message']}"
              for p in problems]
