@@ -89,16 +89,8 @@ class NotFound(ApiError):
 
 
 class MethodNotAllowed(ApiError):
-    """405; `allow` lists the methods that path answers (the `Allow` header)."""
-
     status = 405
     default_code = "method_not_allowed"
-
-    def __init__(self, message: str | None = None, *, allow: tuple[str, ...] = (), **kwargs: Any) -> None:
-        self.allow = tuple(allow)
-        if message is None and self.allow:
-            message = f"This path answers {' or '.join(self.allow)} only."
-        super().__init__(message, **kwargs)
 
 
 class Conflict(ApiError):

@@ -228,13 +228,17 @@ def _cors_origin(settings: Settings, origin: str | None) -> str | None:
     return None
 
 
-def endpoint(function: str, methods: Iterable[str]) -> Callable[[Handler], Callable[[flask.Request], flask.Response]]:
-    """Wrap a handler with everything in this module's docstring."""
-    allowed_methods = tuple(m.upper() for m in methods)
+def endpoint(function: str, methods: Iterable[str], *,
+             methods_for: Callable[[flask.Request], tuple[str, ...]] | None = None,
+             ) -> Callable[[Handler], Callable[[flask.Request], flask.Response]]:
+    """Wrap a handler with everything in this module's docstring. `methods_for`, when a function answers
+    different methods on different paths, names the methods of the request's path (a subset of `methods`)."""
+    function_methods = tuple(m.upper() for m in methods)
 
     def wrap(handler: Handler) -> Callable[[flask.Request], flask.Response]:
         def serve(request: flask.Request) -> flask.Response:
             started = time.perf_counter()
+            allowed_methods = methods_for(request) if methods_for else function_methods
             request_id = _request_id(request)
             settings = runtime.settings()
             ctx = Context(request, request_id, function, settings)
@@ -252,7 +256,7 @@ def endpoint(function: str, methods: Iterable[str]) -> Callable[[Handler], Calla
                     response.headers["Access-Control-Max-Age"] = "600"
                 else:
                     if request.method not in allowed_methods:
-                        raise MethodNotAllowed(allow=allowed_methods)
+                        raise MethodNotAllowed(f"This path answers {' or '.join(allowed_methods)} only.")
                     if request.content_length is not None and request.content_length > settings.max_body_bytes:
                         raise PayloadTooLarge(f"The request body is over the limit of {settings.max_body_bytes} bytes.")
                     result = handler(ctx)
@@ -265,7 +269,7 @@ def endpoint(function: str, methods: Iterable[str]) -> Callable[[Handler], Calla
             if error is not None:
                 response = json_response(error.body(request_id), error.status)
                 if isinstance(error, MethodNotAllowed):
-                    response.headers["Allow"] = ", ".join((*(error.allow or allowed_methods), "OPTIONS"))
+                    response.headers["Allow"] = ", ".join((*allowed_methods, "OPTIONS"))
                 ctx.log_fields["error_code"] = error.code
             response.headers["X-Request-Id"] = request_id
             if allow_origin:

@@ -13,20 +13,21 @@ from typing import Any
 
 import flask
 
-from functions.errors import MethodNotAllowed, NotFound
+from functions.errors import NotFound
 from functions.http import Context, endpoint, json_response
 from functions.schemas import KeyCreateRequest
 
 
-@endpoint("keys", methods=("GET", "POST", "DELETE"))
+def _methods(request: flask.Request) -> tuple[str, ...]:
+    """/keys answers GET and POST; /keys/<id> answers DELETE."""
+    return ("DELETE",) if request.path.strip("/") else ("GET", "POST")
+
+
+@endpoint("keys", methods=("GET", "POST", "DELETE"), methods_for=_methods)
 def handle(ctx: Context) -> flask.Response | Mapping[str, Any]:
     """List (GET /keys), create (POST /keys) or revoke (DELETE /keys/<id>) the caller's API keys."""
     key_path = ctx.request.path.strip("/")
     method = ctx.request.method
-    if not key_path and method == "DELETE":
-        raise MethodNotAllowed(allow=("GET", "POST"))
-    if key_path and method != "DELETE":
-        raise MethodNotAllowed(allow=("DELETE",))
     principal = ctx.authenticate_user()
     if method == "DELETE":
         try:
