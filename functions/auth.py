@@ -122,6 +122,13 @@ class Authenticator:
 
     def user(self, headers: Any, db: Database, function: str) -> Principal:
         """The user behind the request's token or API key, allowed to call `function`; or 401/403."""
+        principal = self.identify(headers, db)
+        principal.require(function)
+        return principal
+
+    def identify(self, headers: Any, db: Database) -> Principal:
+        """The user behind the request's token or API key (401/403 when there is none or it is refused),
+        before any scope check: call `Principal.require` next, or use `user`."""
         api_key = headers.get("X-API-Key") or None
         token = _bearer(headers)
         if api_key is None and token is not None and token.startswith("sk_"):
@@ -133,7 +140,6 @@ class Authenticator:
                                code="missing_credentials")
         else:
             principal = self._jwt(token)
-        principal.require(function)
         return principal
 
     def verify_token(self, token: str) -> dict[str, Any]:

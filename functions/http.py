@@ -71,12 +71,14 @@ class Context:
 
     def authenticate_user(self) -> Principal:
         """The caller, allowed to use this function (an API key only within its scopes); else 401/403."""
-        self.principal = runtime.authenticator().user(self.request.headers, self.db, self.function)
-        self.log_fields["user_id"] = str(self.principal.user_id)
-        self.log_fields["auth"] = self.principal.method
-        if self.principal.key_id is not None:
-            self.log_fields["api_key_id"] = str(self.principal.key_id)
-        return self.principal
+        principal = runtime.authenticator().identify(self.request.headers, self.db)
+        self.log_fields["user_id"] = str(principal.user_id)  # logged even when the scope check refuses it
+        self.log_fields["auth"] = principal.method
+        if principal.key_id is not None:
+            self.log_fields["api_key_id"] = str(principal.key_id)
+        principal.require(self.function)
+        self.principal = principal
+        return principal
 
     def authenticate_service(self) -> None:
         runtime.authenticator().service(self.request.headers)

@@ -3,6 +3,8 @@ key as `Bearer sk_...` and as `X-API-Key`, scopes, expiry, revoke; a key cannot 
 
 from __future__ import annotations
 
+import json
+import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -77,13 +79,22 @@ def test_a_usage_read_key_reads_usage_and_is_refused_the_models(api: Any, style:
     assert db.one("select count(*) from public.holds where user_id = %s", (uid,)) == 0
 
 
-def test_a_models_key_chats_and_is_refused_usage(api: Any) -> None:
+def test_a_models_key_chats_and_is_refused_usage(api: Any, caplog: pytest.LogCaptureFixture) -> None:
     db: Sql = api.db
     uid = db.make_user(balance=5)
-    key = create(api, uid, scopes=["models"])["key"]
+    created = create(api, uid, scopes=["models"])
+    key = created["key"]
     assert api.post("chat", {"message": "hi"}, headers=as_key(key)).status_code == 200
-    refused = error(api.get("usage", headers=as_key(key, "x-api-key")), 403, "insufficient_scope")
+    logger = logging.getLogger("functions.request")
+    logger.addHandler(caplog.handler)
+    try:
+        refused = error(api.get("usage", headers=as_key(key, "x-api-key")), 403, "insufficient_scope")
+    finally:
+        logger.removeHandler(caplog.handler)
     assert "'usage:read'" in refused["message"] and refused["details"]["required_scope"] == "usage:read"
+    (line,) = [json.loads(r.getMessage()) for r in caplog.records if '"function": "usage"' in r.getMessage()]
+    assert line["error_code"] == "insufficient_scope" and line["user_id"] == str(uid)
+    assert line["api_key_id"] == created["id"] and key not in json.dumps(line)
 
 
 def test_an_expired_key_is_401_and_listed_as_expired(api: Any) -> None:
@@ -179,3 +190,38 @@ def test_undocumented_methods_on_keys_are_405_with_the_right_allow(api: Any) -> 
     r = api.get("keys", user=uid, path=f"/{uuid.uuid4()}")
     assert r.status_code == 405 and set(r.headers["Allow"].split(", ")) == {"DELETE", "OPTIONS"}
     assert r.json["error"]["message"] == "This path answers DELETE only."
+
+
+def test_the_browser_can_still_manage_keys_through_postgrest(api: Any) -> None:
+    """`rpc/create_api_key` called as PostgREST receives it from a browser (the user's JWT, JSON arguments),
+    and the key it answers works on the functions within its scopes."""
+    import httpx
+
+    from tests import fnsupport
+    from tests.postgrest import PostgrestEmulator
+
+    db: Sql = api.db
+    uid = db.make_user(balance=5)
+    emulator = PostgrestEmulator(db.url, fnsupport.JWT_SECRET)
+    headers = {"apikey": fnsupport.role_key("anon"), "Authorization": f"Bearer {fnsupport.token(uid)}"}
+
+    def rpc(name: str, args: dict[str, Any]) -> httpx.Response:
+        return emulator(httpx.Request("POST", f"{fnsupport.SUPABASE_URL}/rest/v1/rpc/{name}", headers=headers,
+                                      json=args))
+
+    try:
+        created = rpc("create_api_key", {"p_name": "from the browser", "p_scopes": ["models"],
+                                         "p_expires_in_days": 10})
+        assert created.status_code == 200, created.json()
+        key = created.json()["key"]
+        assert created.json()["scopes"] == ["models"]
+        assert api.post("chat", {"message": "hi"}, headers=as_key(key)).status_code == 200
+        assert api.get("usage", headers=as_key(key)).status_code == 403
+        listed = rpc("list_api_keys", {}).json()
+        assert [k["name"] for k in listed] == ["from the browser"] and "key" not in listed[0]
+        bad = rpc("create_api_key", {"p_name": "x", "p_scopes": ["keys"]})
+        assert bad.status_code == 422 and bad.json()["message"] == "invalid_scopes"  # PostgREST: code is the SQLSTATE
+        assert rpc("revoke_api_key", {"p_key_id": created.json()["id"]}).status_code == 200
+        error(api.get("chat", headers=as_key(key)), 401, "invalid_api_key")
+    finally:
+        emulator.close()
