@@ -1,91 +1,114 @@
 """`chat`: POST sends a message and answers with the model's reply (the whole turn saved and billed
-atomically); GET lists the caller's sessions, or one session's messages, newest first, with cursors."""
+atomically), or with `stream: true` streams it as Server-Sent Events; GET lists the caller's sessions,
+or one session's messages, newest first, with cursors.
+
+Streams: `delta` events while the model writes, then one `done` event (the same body as a plain POST),
+or an `error` event. Output that reached the client is always billed (see functions.billed_call).
+"""
 
 from __future__ import annotations
 
-import time
+import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
 import flask
 
-from functions import billing
+from functions.billed_call import BilledCall, StreamEvent
 from functions.errors import Unprocessable
 from functions.http import Context, endpoint
-from functions.providers import Message, get_provider
-from functions.schemas import ChatListQuery, ChatRequest, CursorError, decode_cursor, encode_cursor
+from functions.models import active_models, default_model
+from functions.providers import Message, Usage, get_provider
+from functions.schemas import ChatListQuery, ChatRequest, ChatResponse, CursorError, decode_cursor, encode_cursor
 
 SYSTEM_PROMPT = "You are a helpful assistant for programming and data work. Answer concisely."
 
 
-def session_uuid(user_id: uuid.UUID, session_id: str | None) -> tuple[uuid.UUID | None, bool]:
-    """(session UUID, must it exist already). UUIDs name existing sessions; any other string maps to a
-    UUIDv5 scoped by the user, so two users' "main" are different sessions; None starts a new one."""
+def session_ref(user_id: uuid.UUID, session_id: str | None) -> dict[str, Any]:
+    """How a client's `session_id` names a session: a UUID is an existing session's id; any other string
+    is the session's name (unique per user; created on first use), with the UUIDv5 such sessions had
+    before they kept their name; none starts a new session."""
     if session_id is None:
-        return None, False
+        return {}
     try:
-        return uuid.UUID(session_id), True
+        return {"session_id": uuid.UUID(session_id)}
     except ValueError:
-        return uuid.uuid5(user_id, session_id), False
+        return {"session_name": session_id, "legacy_session_id": uuid.uuid5(user_id, session_id)}
 
 
 @endpoint("chat", methods=("GET", "POST"))
 def handle(ctx: Context) -> flask.Response | Mapping[str, Any]:
     """Send a message (POST) or list sessions and messages (GET)."""
-    principal = ctx.authenticate_user()
+    ctx.authenticate_user()
     if ctx.request.method == "GET":
+        if ctx.request.path.rstrip("/").endswith("/models"):
+            models = active_models(ctx.db)
+            return {"items": models, "default_model": default_model(ctx.db, ctx.settings, models)}
         return _list(ctx)
     body = ctx.json_body(ChatRequest)
-    if body.stream:
-        from functions.streaming import stream_chat
-
-        return stream_chat(ctx, body)
-    return send(ctx, body, principal.user_id)
+    if body.client_message_id:
+        ctx.request_id = body.client_message_id  # one id in the body, the header, the log line and the events
+    return send(ctx, body)
 
 
-def prepare_turn(ctx: Context, body: ChatRequest) -> tuple[uuid.UUID | None, list[Message], int]:
-    """Session id, the messages for the model (system, history within budget, the new message), max_tokens."""
+def send(ctx: Context, body: ChatRequest) -> flask.Response | dict[str, Any]:
+    """One turn: hold (with the session and its history), the model, the settle; streamed or not."""
     assert ctx.principal is not None
-    session, must_exist = session_uuid(ctx.principal.user_id, body.session_id)
-    history: list[Message] = []
-    if session is not None:
-        history = ctx.db.rpc("chat_history", {
-            "session_id": session, "max_chars": ctx.settings.history_max_chars, "must_exist": must_exist,
-            "user_id": ctx.principal.user_id}, ctx.principal.caller)
-    messages: list[Message] = [{"role": "system", "content": SYSTEM_PROMPT}, *history,
+    call = BilledCall(ctx.db, ctx.settings, ctx.principal.user_id, ctx.request_id, "chat", ctx.log_fields)
+    max_tokens = body.max_tokens or ctx.settings.default_max_tokens
+    model = body.model or ctx.settings.default_model
+    ref = session_ref(ctx.principal.user_id, body.session_id)
+    hold = call.begin("begin_chat_turn", {
+        "model": model, "provider": ctx.settings.model_provider, "fixed_chars": len(SYSTEM_PROMPT) + len(body.message),
+        "max_output_tokens": max_tokens, "history_max_chars": ctx.settings.history_max_chars, **ref})
+    name = ref.get("session_name")
+
+    def answer(result: dict[str, Any], replay: bool) -> dict[str, Any]:
+        return ChatResponse.from_result(result, provider=hold.provider, session_name=name,
+                                        replay=replay).model_dump(mode="json")
+
+    if (stored := hold.settled_result) is not None:
+        return _sse([sse("done", answer(stored, True))]) if body.stream else answer(stored, True)
+    messages: list[Message] = [{"role": "system", "content": SYSTEM_PROMPT}, *hold.history,
                                {"role": "user", "content": body.message}]
-    return session, messages, body.max_tokens or ctx.settings.default_max_tokens
-
-
-def send(ctx: Context, body: ChatRequest, user_id: uuid.UUID) -> Mapping[str, Any]:
-    session, messages, max_tokens = prepare_turn(ctx, body)
-    started = time.monotonic()
-    hold = billing.begin(ctx, operation="chat", request_key=body.client_message_id or ctx.request_id,
-                         model=body.model, prompt_chars=sum(len(m["content"]) for m in messages),
-                         max_tokens=max_tokens)
-    if hold.status == "settled" and hold.result is not None:
-        return response(hold.result, hold.provider, replay=True)
     provider = get_provider(hold.provider, ctx.settings)
-    done = billing.call_model(ctx, hold, started, lambda: provider.complete(hold.model, messages, max_tokens))
-    result = billing.settle(ctx, hold, "settle_chat_turn", {
-        "session_id": session, "user_message": body.message, "assistant_message": done.text,
-        "input_tokens": done.input_tokens, "output_tokens": done.output_tokens,
-        "client_message_id": body.client_message_id}, started)
-    return response(result, hold.provider, replay=bool(result.get("replay")))
+
+    def settle(text: str, usage: Usage, partial: bool) -> dict[str, Any]:
+        result = call.settle(hold, "settle_chat_turn", {
+            "user_message": body.message, "assistant_message": text, **usage.as_args(),
+            "client_message_id": body.client_message_id, "partial": partial})
+        return answer(result, bool(result.get("replay")))
+
+    if body.stream:
+        prompt_chars = sum(len(m["content"]) for m in messages)
+        events = call.stream(hold, provider.stream(hold.model, messages, max_tokens), prompt_chars, settle)
+        return _sse(_sse_lines(ctx, events))
+    done = call.run(hold, lambda: provider.complete(hold.model, messages, max_tokens))
+    return settle(done.text, done.usage, False)
 
 
-def response(result: Mapping[str, Any], provider: str, *, replay: bool) -> dict[str, Any]:
-    """The answer to a turn, the same whether it was just settled or replayed from the hold."""
-    return {
-        "request_id": result["request_id"], "session_id": result["session_id"],
-        "user_message_id": result["user_message_id"], "message_id": result["assistant_message_id"],
-        "content": result["content"], "model": result["model"], "provider": provider,
-        "usage": {"input_tokens": result["input_tokens"], "output_tokens": result["output_tokens"],
-                  "cost_usd": result["cost_usd"]},
-        "balance_usd": result["balance_usd"], "partial": bool(result.get("partial")), "replay": replay,
-    }
+def sse(event: str, data: Any) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, default=str, ensure_ascii=False)}\n\n"
+
+
+def _sse_lines(ctx: Context, events: Iterator[StreamEvent]) -> Iterator[str]:
+    for event in events:
+        if event.kind == "delta":
+            yield sse("delta", {"text": event.text})
+        elif event.kind == "done":
+            yield sse("done", event.result)
+        else:
+            assert event.error is not None
+            yield sse("error", event.error.body(ctx.request_id)["error"])
+
+
+def _sse(lines: Iterator[str] | list[str]) -> flask.Response:
+    resp = flask.Response(flask.stream_with_context(iter(lines)), mimetype="text/event-stream")
+    resp.headers["Cache-Control"] = "no-cache"
+    resp.headers["X-Accel-Buffering"] = "no"
+    return resp
 
 
 def _timestamp(value: Any) -> datetime:
@@ -120,12 +143,11 @@ def _list(ctx: Context) -> dict[str, Any]:
             last = items[-1] if len(items) == query.limit else None
             cursor = encode_cursor({"t": last["last_message_at"], "id": last["id"]}) if last else None
         else:
-            session, _ = session_uuid(user, query.session_id)
             after = decode_cursor(query.cursor, {"seq"}) if query.cursor else None
             if after is not None and (type(after["seq"]) is not int or not 0 < after["seq"] < 2**31):
                 raise CursorError("cursor is not one this API issued")
             items = ctx.db.rpc("list_messages", {
-                "session_id": session, "limit": query.limit, "before_seq": after and after["seq"],
+                **session_ref(user, query.session_id), "limit": query.limit, "before_seq": after and after["seq"],
                 "user_id": user}, ctx.principal.caller)
             cursor = encode_cursor({"seq": items[-1]["seq"]}) if len(items) == query.limit else None
     except CursorError as exc:

@@ -5,16 +5,15 @@ most one repair round. Billed and recorded like a chat turn; the hold covers bot
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Mapping
 from typing import Any
 
 import flask
 
-from functions import billing
+from functions.billed_call import BilledCall
 from functions.http import Context, endpoint
-from functions.providers import Completion, Message, get_provider
-from functions.schemas import CompileRequest
+from functions.providers import Message, Usage, get_provider
+from functions.schemas import CompileRequest, CompileResponse
 
 _FENCE = re.compile(r"```[A-Za-z0-9_+-]*[ \t]*\n(.*?)```", re.DOTALL)
 
@@ -70,45 +69,35 @@ def handle(ctx: Context) -> flask.Response | Mapping[str, Any]:
     messages: list[Message] = [{"role": "system", "content": system_prompt(body.language, body.context)},
                                {"role": "user", "content": body.task}]
     prompt_chars = sum(len(m["content"]) for m in messages)
-    started = time.monotonic()
+    call = BilledCall(ctx.db, ctx.settings, principal.user_id, ctx.request_id, "compile", ctx.log_fields)
     # Worst case of two calls: the repair call re-sends the prompt and the first answer (<= 4 chars a token).
-    hold = billing.begin(ctx, operation="compile", request_key=ctx.request_id, model=body.model,
-                         prompt_chars=2 * prompt_chars + 4 * max_tokens + 200, max_tokens=2 * max_tokens, calls=2)
-    if hold.status == "settled" and hold.result is not None:
-        return response(hold.result, hold.provider, replay=True)
+    hold = call.begin("begin_charge", {
+        "model": body.model or ctx.settings.default_model, "provider": ctx.settings.model_provider,
+        "prompt_chars": 2 * prompt_chars + 4 * max_tokens + 200, "max_output_tokens": 2 * max_tokens, "calls": 2})
+    if (stored := hold.settled_result) is not None:
+        return CompileResponse.from_result(stored, provider=hold.provider, replay=True).model_dump(mode="json")
     provider = get_provider(hold.provider, ctx.settings)
 
-    def generate() -> tuple[str, list[dict[str, Any]], bool, int, int]:
+    def generate() -> tuple[str, list[dict[str, Any]], bool, Usage]:
         first = provider.complete(hold.model, messages, max_tokens)
         code, problems = extract_code(first.text), check(body.language, extract_code(first.text))
         if not problems:
-            return code, problems, False, first.input_tokens, first.output_tokens
+            return code, problems, False, first.usage
         retry: list[Message] = [*messages, {"role": "assistant", "content": first.text},
                                 {"role": "user", "content": _repair_prompt(problems)}]
-        second: Completion = provider.complete(hold.model, retry, max_tokens)
+        second = provider.complete(hold.model, retry, max_tokens)
         code, problems = extract_code(second.text), check(body.language, extract_code(second.text))
-        return (code, problems, True, first.input_tokens + second.input_tokens,
-                first.output_tokens + second.output_tokens)
+        return code, problems, True, first.usage + second.usage
 
-    code, problems, repaired, tokens_in, tokens_out = billing.call_model(ctx, hold, started, generate)
-    result = billing.settle(ctx, hold, "settle_compile", {
+    code, problems, repaired, usage = call.run(hold, generate)
+    result = call.settle(hold, "settle_compile", {
         "task": body.task, "language": body.language, "code": code, "valid": not problems,
-        "diagnostics": problems, "input_tokens": tokens_in, "output_tokens": tokens_out,
-        "project_id": body.project_id, "repaired": repaired}, started)
-    return response(result, hold.provider, replay=bool(result.get("replay")))
+        "diagnostics": problems, **usage.as_args(), "project_id": body.project_id, "repaired": repaired})
+    return CompileResponse.from_result(result, provider=hold.provider,
+                                       replay=bool(result.get("replay"))).model_dump(mode="json")
 
 
 def _repair_prompt(problems: list[dict[str, Any]]) -> str:
     listed = "\n".join(f"- line {p['line']}, column {p['column']}: {p['message']}" for p in problems)
     return f"That code does not parse:\n{listed}\nAnswer with the corrected code only, in one fenced block."
 
-
-def response(result: Mapping[str, Any], provider: str, *, replay: bool) -> dict[str, Any]:
-    return {
-        "id": result["id"], "request_id": result["request_id"], "language": result["language"],
-        "code": result["code"], "valid": result["valid"], "diagnostics": result["diagnostics"],
-        "repaired": result["repaired"], "model": result["model"], "provider": provider,
-        "usage": {"input_tokens": result["input_tokens"], "output_tokens": result["output_tokens"],
-                  "cost_usd": result["cost_usd"]},
-        "balance_usd": result["balance_usd"], "replay": replay,
-    }

@@ -193,6 +193,8 @@ MESSAGES: dict[str, str] = {
     "invalid_operation": "The operation must be chat or compile.",
     "invalid_prompt_chars": "The prompt length must be zero or more characters.",
     "unknown_model": "This model is not available{detail}.",
+    "no_default_model": "No default model is set for this provider{detail}; name a model, or ask an operator to "
+                        "mark one as the default.",
     "invalid_calls": "A charge covers 1 to 4 model calls{detail}.",
     "invalid_max_tokens": "The max_tokens value is out of range for this model{detail}.",
     "rate_limited": "Too many requests{detail}; wait a minute and try again.",
@@ -211,12 +213,16 @@ MESSAGES: dict[str, str] = {
     "invalid_events": "The events are not valid{detail}.",
     "unknown_user": "Some events name users that do not exist{detail}.",
     # chat
-    "session_not_found": "No session with this id is yours: it never existed, was deleted, or belongs to "
-                         "another user. Send a session name or no session_id to start a new one.",
+    "session_not_found": "The session was not found{detail}: it never existed, was deleted, or belongs to "
+                         "another user. Send no session to start a new one.",
+    "invalid_session_name": "The session name must be 1 to 200 characters.",
+    "session_conflict": "The reply cannot be written to its session{detail}.",
     "invalid_message": "The message must be 1 to 32000 characters.",
-    "invalid_assistant_message": "The model's reply could not be stored: it is missing.",
+    "invalid_assistant_message": "The model's reply could not be stored{detail}.",
+    "invalid_delivered_chars": "The delivered length must be zero or more characters.",
     # projects and code
-    "project_not_found": "No project with this id is yours.",
+    "project_not_found": "The project was not found{detail}: it never existed, was deleted, or belongs to "
+                         "another user.",
     "invalid_files": "The files are not valid{detail}.",
     "file_not_found": "No file with this path exists in the project.",
     # usage

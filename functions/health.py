@@ -12,6 +12,7 @@ import flask
 from functions.db import SERVICE
 from functions.errors import ApiError, ServiceUnavailable
 from functions.http import Context, endpoint, json_response
+from functions.models import default_model
 
 
 @functools.cache
@@ -34,6 +35,7 @@ def handle(ctx: Context) -> flask.Response | Mapping[str, Any]:
         checks["database"] = {"ok": bool(probe["read_back"]), "latest_migration": probe["latest_migration"]}
         if not probe["read_back"]:
             failing.append("database")
+        checks["default_model"] = default_model(ctx.db, ctx.settings)
         expected = expected_migration()
         if expected is not None and (probe["latest_migration"] or "") < expected:
             failing.append("migrations")

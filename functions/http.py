@@ -266,8 +266,9 @@ def endpoint(function: str, methods: Iterable[str], *,
             except ApiError as exc:
                 error = exc
             except Exception:
-                log.exception(json.dumps({"function": function, "request_id": request_id, "event": "unhandled"}))
+                log.exception(json.dumps({"function": function, "request_id": ctx.request_id, "event": "unhandled"}))
                 error = InternalError("Something went wrong on our side; the request id identifies it in the logs.")
+            request_id = ctx.request_id  # a handler may adopt the body's idempotency key as the request id
             if error is not None:
                 response = json_response(error.body(request_id), error.status)
                 if isinstance(error, MethodNotAllowed):

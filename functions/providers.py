@@ -2,7 +2,16 @@
 offline development provider (deterministic, named as such in every answer, refused in production).
 
 Each provider turns transport trouble into `errors.BadGateway` (502) or `errors.GatewayTimeout` (504),
-after retrying connect errors, 429 and 5xx with backoff and jitter a bounded number of times (never 4xx).
+after retrying connect errors, 429 and 5xx with backoff and jitter a bounded number of times (never 4xx);
+the provider's own error message, shortened and with anything key-like removed, goes with it.
+
+Usage comes back in one accounting for both protocols (`Usage`): OpenAI's `prompt_tokens` include the
+cached tokens and its `completion_tokens` the reasoning tokens; Anthropic reports input, cache reads and
+cache writes as three separate counts, and in a stream takes the latest value of each field.
+
+Base URLs: `OPENAI_BASE_URL` is what the OpenAI SDK takes (`https://api.openai.com/v1`; a bare host gets
+`/v1`); `ANTHROPIC_BASE_URL` is what the Anthropic SDK takes (`https://api.anthropic.com`; a trailing
+`/v1` is accepted too).
 """
 
 from __future__ import annotations
@@ -10,10 +19,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal, Protocol, TypedDict
+from urllib.parse import urlsplit
 
 import httpx
 import stamina
@@ -32,10 +43,33 @@ class Message(TypedDict):
 
 
 @dataclass(frozen=True)
+class Usage:
+    """Tokens of one call, one accounting for every protocol. Each input token is in exactly one of the
+    three input classes; reasoning tokens are part of `output_tokens`."""
+
+    input_tokens: int = 0  # input neither read from nor written to the prompt cache
+    cached_input_tokens: int = 0  # read from the prompt cache
+    cache_write_tokens: int = 0  # written to the prompt cache
+    output_tokens: int = 0  # all output, reasoning included
+    reasoning_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        counts = asdict(self).values()
+        if any(type(n) is not int or n < 0 for n in counts) or self.reasoning_tokens > self.output_tokens:
+            raise ValueError("token counts must be whole numbers >= 0, reasoning within output")
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(*(a + b for a, b in zip(asdict(self).values(), asdict(other).values(), strict=True)))
+
+    def as_args(self) -> dict[str, int]:
+        """The counts as the settle RPCs take them."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class Completion:
     text: str
-    input_tokens: int
-    output_tokens: int
+    usage: Usage
     model: str
     provider: str
     finish_reason: str | None = None
@@ -70,12 +104,75 @@ def _approx_tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / 4)) if text else 0
 
 
+def _count(value: Any) -> int:
+    """A token count from a provider: a whole number >= 0 (None counts as 0)."""
+    if value is None:
+        return 0
+    if type(value) is not int or value < 0:
+        raise ValueError(f"bad token count {value!r}")
+    return value
+
+
+def openai_usage(raw: Any) -> Usage:
+    """OpenAI's usage object: prompt_tokens include cached_tokens, completion_tokens include reasoning."""
+    prompt, completion = _count(raw["prompt_tokens"]), _count(raw["completion_tokens"])
+    cached = _count((raw.get("prompt_tokens_details") or {}).get("cached_tokens"))
+    reasoning = _count((raw.get("completion_tokens_details") or {}).get("reasoning_tokens"))
+    if cached > prompt:
+        raise ValueError("cached_tokens above prompt_tokens")
+    return Usage(prompt - cached, cached, 0, completion, reasoning)
+
+
+_ANTHROPIC_FIELDS = ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens", "output_tokens")
+
+
+def anthropic_usage(latest: dict[str, int]) -> Usage:
+    """Anthropic's usage: input, cache reads and cache writes are separate counts that add up."""
+    return Usage(latest.get("input_tokens", 0), latest.get("cache_read_input_tokens", 0),
+                 latest.get("cache_creation_input_tokens", 0), latest.get("output_tokens", 0))
+
+
+def _merge_anthropic_usage(latest: dict[str, int], raw: Any) -> None:
+    """Keep the latest non-null value of each usage field (message_start, then message_delta)."""
+    if raw is None:
+        return
+    for name in _ANTHROPIC_FIELDS:
+        if raw.get(name) is not None:
+            latest[name] = _count(raw[name])
+
+
+_SECRETS = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|Bearer\s+\S+|(?:api[_-]?key|key)\s*[=:]\s*\S+)", re.IGNORECASE)
+
+
+def provider_message(response: httpx.Response, *secrets: str | None) -> str | None:
+    """The provider's own explanation of an error answer, shortened, with anything key-like removed."""
+    try:
+        response.read()
+        text = response.text
+    except (httpx.HTTPError, UnicodeDecodeError):
+        return None
+    message: Any = text
+    try:
+        body = json.loads(text)
+        error = body.get("error") if isinstance(body, dict) else None
+        message = (error.get("message") if isinstance(error, dict) else error) or body.get("message") or text
+    except (ValueError, AttributeError):
+        pass
+    message = " ".join(str(message).split())
+    for secret in secrets:
+        if secret:
+            message = message.replace(secret, "[redacted]")
+    message = _SECRETS.sub("[redacted]", message)
+    return (message[:297] + "...") if len(message) > 300 else (message or None)
+
+
 class _HttpProvider:
     name = "http"
 
     def __init__(self, base_url: str, headers: dict[str, str], settings: Settings,
-                 client: httpx.Client | None = None) -> None:
+                 client: httpx.Client | None = None, secret: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self.secret = secret
         self.attempts = settings.model_attempts
         self.client = client or httpx.Client(
             headers=headers,
@@ -102,15 +199,24 @@ class _HttpProvider:
         except httpx.TimeoutException as exc:
             raise GatewayTimeout(f"{self.name} did not answer in time") from exc
         except _Retryable as exc:
-            raise BadGateway(f"{self.name} answered HTTP {exc.response.status_code}",
-                             details={"provider_status": exc.response.status_code}) from exc
+            raise self._refused(exc.response, "failed") from exc
         except httpx.HTTPError as exc:
             raise BadGateway(f"{self.name} could not be reached: {type(exc).__name__}") from exc
         if response.status_code >= 400:
-            response.close()
-            raise BadGateway(f"{self.name} refused the request (HTTP {response.status_code})",
-                             details={"provider_status": response.status_code})
+            raise self._refused(response, "refused the request")
         return response
+
+    def _refused(self, response: httpx.Response, what: str) -> BadGateway:
+        """A 502 carrying the provider's status and its own message; logged, since the caller only sees ours."""
+        message = provider_message(response, self.secret)
+        response.close()
+        log.warning(json.dumps({"event": "provider_error", "provider": self.name, "provider_status":
+                                response.status_code, "provider_message": message}))
+        text = f"{self.name} {what} (HTTP {response.status_code})" + (f": {message}" if message else "")
+        details: dict[str, Any] = {"provider_status": response.status_code}
+        if message:
+            details["provider_message"] = message
+        return BadGateway(text, details=details)
 
     def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
         response = self._send(path, payload, stream=False)
@@ -136,6 +242,18 @@ class _HttpProvider:
             response.close()
 
 
+def openai_base(url: str) -> str:
+    """OPENAI_BASE_URL as the OpenAI SDK takes it; a bare host gets /v1."""
+    url = url.rstrip("/")
+    return url + "/v1" if urlsplit(url).path in ("", "/") else url
+
+
+def anthropic_base(url: str) -> str:
+    """ANTHROPIC_BASE_URL as the Anthropic SDK takes it (no /v1); a trailing /v1 is dropped."""
+    url = url.rstrip("/")
+    return url.removesuffix("/v1")
+
+
 def _malformed(provider: str, what: str) -> BadGateway:
     return BadGateway(f"{provider} answer is missing {what}", code="malformed_model_response")
 
@@ -148,28 +266,28 @@ class OpenAICompatible(_HttpProvider):
     def __init__(self, settings: Settings, client: httpx.Client | None = None) -> None:
         key = settings.secret("openai_api_key")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        super().__init__(settings.openai_base_url, headers, settings, client)
+        super().__init__(openai_base(settings.openai_base_url), headers, settings, client, key)
 
     def complete(self, model: str, messages: Sequence[Message], max_tokens: int) -> Completion:
         body = self._post("/chat/completions", {"model": model, "messages": list(messages), "max_tokens": max_tokens})
         try:
             choice = body["choices"][0]
             text = choice["message"]["content"] or ""
-            usage = body["usage"]
-            tokens_in, tokens_out = int(usage["prompt_tokens"]), int(usage["completion_tokens"])
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
-            raise _malformed(self.name, "choices[0].message.content or usage") from exc
-        if not isinstance(text, str) or tokens_in < 0 or tokens_out < 0:
+            usage = openai_usage(body["usage"])
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            raise _malformed(self.name, "choices[0].message.content or a valid usage") from exc
+        if not isinstance(text, str):
             raise _malformed(self.name, "a text answer")
-        return Completion(text, tokens_in, tokens_out, model, self.name, choice.get("finish_reason"))
+        return Completion(text, usage, model, self.name, choice.get("finish_reason"))
 
     def stream(self, model: str, messages: Sequence[Message], max_tokens: int) -> Iterator[Delta | Completion]:
-        """Chunks of `choices[0].delta.content`, then a usage chunk (`include_usage`), then `[DONE]`. A stream
-        that ends before `[DONE]` or a `finish_reason` was cut off: it raises, it is not a complete answer."""
+        """Chunks of `choices[0].delta.content`, then a usage chunk (`include_usage`; its `choices` may be
+        empty or hold an empty delta), then `[DONE]`. A stream that ends before `[DONE]` or a
+        `finish_reason` was cut off: it raises, it is not a complete answer."""
         payload = {"model": model, "messages": list(messages), "max_tokens": max_tokens, "stream": True,
                    "stream_options": {"include_usage": True}}
         parts: list[str] = []
-        usage: tuple[int, int] | None = None
+        usage: Usage | None = None
         finish: str | None = None
         done = False
         for data in self._stream_lines("/chat/completions", payload):
@@ -185,23 +303,22 @@ class OpenAICompatible(_HttpProvider):
         if not done and finish is None:
             raise BadGateway(f"{self.name} stream ended before the model finished", code="malformed_model_response")
         text = "".join(parts)
-        prompt_chars = sum(len(m["content"]) for m in messages)
-        tokens_in, tokens_out = usage or (_approx_tokens("x" * prompt_chars), _approx_tokens(text))
-        yield Completion(text, tokens_in, tokens_out, model, self.name, finish)
+        if usage is None:  # a server that ignores include_usage: estimate, and say so in the log
+            log.warning(json.dumps({"event": "usage_estimated", "provider": self.name, "model": model}))
+            usage = Usage(_approx_tokens("x" * sum(len(m["content"]) for m in messages)), 0, 0, _approx_tokens(text))
+        yield Completion(text, usage, model, self.name, finish)
 
-    def _stream_event(self, data: str) -> tuple[list[str], tuple[int, int] | None, str | None]:
-        """(text pieces, (input, output) tokens if this chunk carries usage, finish reason) of one chunk."""
+    def _stream_event(self, data: str) -> tuple[list[str], Usage | None, str | None]:
+        """(text pieces, usage if this chunk carries it, finish reason) of one chunk."""
         try:
             event = json.loads(data)
             if not isinstance(event, dict):
                 raise TypeError("not an object")
             if event.get("error"):
-                raise BadGateway(f"{self.name} stream error: {str(event['error'])[:200]}")
-            usage = None
-            if event.get("usage"):
-                usage = int(event["usage"]["prompt_tokens"]), int(event["usage"]["completion_tokens"])
-                if min(usage) < 0:
-                    raise ValueError("negative token count")
+                error = event["error"]
+                message = error.get("message") if isinstance(error, dict) else error
+                raise BadGateway(f"{self.name} stream error: {str(message)[:200]}")
+            usage = openai_usage(event["usage"]) if event.get("usage") else None
             pieces: list[str] = []
             finish: str | None = None
             for choice in event.get("choices") or []:
@@ -216,6 +333,21 @@ class OpenAICompatible(_HttpProvider):
         return pieces, usage, finish
 
 
+def anthropic_conversation(messages: Sequence[Message]) -> tuple[str, list[dict[str, str]]]:
+    """(system, messages) as the Messages API accepts them: system prompts in `system`, and turns that
+    start with the user and alternate (leading assistant turns dropped, consecutive turns of one role joined)."""
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    turns: list[dict[str, str]] = []
+    for m in messages:
+        if m["role"] == "system" or (m["role"] == "assistant" and not turns):
+            continue
+        if turns and turns[-1]["role"] == m["role"]:
+            turns[-1]["content"] += "\n\n" + m["content"]
+        else:
+            turns.append({"role": m["role"], "content": m["content"]})
+    return system, turns
+
+
 class Anthropic(_HttpProvider):
     """The Anthropic Messages API."""
 
@@ -225,15 +357,12 @@ class Anthropic(_HttpProvider):
     def __init__(self, settings: Settings, client: httpx.Client | None = None) -> None:
         key = settings.secret("anthropic_api_key")
         headers = {"anthropic-version": self.version, **({"x-api-key": key} if key else {})}
-        super().__init__(settings.anthropic_base_url, headers, settings, client)
+        super().__init__(anthropic_base(settings.anthropic_base_url), headers, settings, client, key)
 
     @staticmethod
     def _payload(model: str, messages: Sequence[Message], max_tokens: int) -> dict[str, Any]:
-        system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
-        payload: dict[str, Any] = {
-            "model": model, "max_tokens": max_tokens,
-            "messages": [{"role": m["role"], "content": m["content"]} for m in messages if m["role"] != "system"],
-        }
+        system, turns = anthropic_conversation(messages)
+        payload: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": turns}
         if system:
             payload["system"] = system
         return payload
@@ -242,20 +371,21 @@ class Anthropic(_HttpProvider):
         body = self._post("/v1/messages", self._payload(model, messages, max_tokens))
         try:
             text = "".join(block["text"] for block in body["content"] if block.get("type") == "text")
-            usage = body["usage"]
-            tokens_in, tokens_out = int(usage["input_tokens"]), int(usage["output_tokens"])
+            latest: dict[str, int] = {}
+            _merge_anthropic_usage(latest, body["usage"])
+            usage = anthropic_usage(latest)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise _malformed(self.name, "content or usage") from exc
-        if tokens_in < 0 or tokens_out < 0:
-            raise _malformed(self.name, "non-negative token counts")
-        return Completion(text, tokens_in, tokens_out, model, self.name, body.get("stop_reason"))
+            raise _malformed(self.name, "content or a valid usage") from exc
+        return Completion(text, usage, model, self.name, body.get("stop_reason"))
 
     def stream(self, model: str, messages: Sequence[Message], max_tokens: int) -> Iterator[Delta | Completion]:
-        """message_start (input tokens), content_block_delta (text), message_delta (output tokens, stop reason),
-        message_stop. A stream that ends before message_stop was cut off: it raises."""
+        """message_start (usage), content_block_delta (text), message_delta (usage again, stop reason),
+        message_stop. Each usage field keeps its latest non-null value: some servers send
+        `input_tokens: 0` at the start and the real count in message_delta. A stream that ends before
+        message_stop was cut off: it raises."""
         payload = self._payload(model, messages, max_tokens) | {"stream": True}
         parts: list[str] = []
-        tokens_in = tokens_out = 0
+        latest: dict[str, int] = {}
         stop: str | None = None
         stopped = False
         for data in self._stream_lines("/v1/messages", payload):
@@ -264,21 +394,20 @@ class Anthropic(_HttpProvider):
                 kind = event.get("type")
                 piece: str | None = None
                 if kind == "message_start":
-                    tokens_in = int(event["message"]["usage"]["input_tokens"])
+                    _merge_anthropic_usage(latest, event["message"].get("usage"))
                 elif kind == "content_block_delta" and event["delta"].get("type") == "text_delta":
                     piece = event["delta"]["text"]
                     if not isinstance(piece, str):
                         raise TypeError("text is not text")
                 elif kind == "message_delta":
-                    tokens_out = int((event.get("usage") or {}).get("output_tokens", tokens_out))
+                    _merge_anthropic_usage(latest, event.get("usage"))
                     stop = (event.get("delta") or {}).get("stop_reason", stop)
                 elif kind == "message_stop":
                     stopped = True
                 elif kind == "error":
                     error = event.get("error") or {}
-                    raise BadGateway(f"anthropic stream error: {error.get('type', 'unknown')}")
-                if min(tokens_in, tokens_out) < 0:
-                    raise ValueError("negative token count")
+                    raise BadGateway(f"anthropic stream error: {error.get('type', 'unknown')}: "
+                                     f"{str(error.get('message', ''))[:200]}")
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise _malformed(self.name, "a well-formed stream event") from exc
             if piece:
@@ -288,7 +417,11 @@ class Anthropic(_HttpProvider):
                 break
         if not stopped:
             raise BadGateway(f"{self.name} stream ended before the model finished", code="malformed_model_response")
-        yield Completion("".join(parts), tokens_in, tokens_out, model, self.name, stop)
+        try:
+            usage = anthropic_usage(latest)
+        except ValueError as exc:
+            raise _malformed(self.name, "a valid usage") from exc
+        yield Completion("".join(parts), usage, model, self.name, stop)
 
 
 class Offline:
@@ -312,7 +445,8 @@ class Offline:
     def complete(self, model: str, messages: Sequence[Message], max_tokens: int) -> Completion:
         text = self._answer(messages, max_tokens)
         prompt = sum(len(m["content"]) for m in messages)
-        return Completion(text, _approx_tokens("x" * prompt), _approx_tokens(text), model, self.name, "stop")
+        return Completion(text, Usage(_approx_tokens("x" * prompt), 0, 0, _approx_tokens(text)), model, self.name,
+                          "stop")
 
     def stream(self, model: str, messages: Sequence[Message], max_tokens: int) -> Iterator[Delta | Completion]:
         done = self.complete(model, messages, max_tokens)

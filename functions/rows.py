@@ -67,6 +67,8 @@ class ModelPrice(Row):
     input_usd_per_mtok: Money
     output_usd_per_mtok: Money
     max_output_tokens: Int4
+    cached_input_usd_per_mtok: Money | None
+    cache_write_usd_per_mtok: Money | None
     is_default: bool
     active: bool
     created_at: datetime
@@ -128,6 +130,11 @@ class Hold(Row):
     result: dict[str, Any] | None
     created_at: datetime
     closed_at: datetime | None
+    session_id: uuid.UUID | None
+    session_name: str | None
+    prompt_chars: Int4 | None
+    delivered_chars: Int4
+    last_seen_at: datetime | None
 
 
 class CreditLedgerEntry(Row):
@@ -162,6 +169,9 @@ class UsageLog(Row):
     request_id: str | None
     hold_id: uuid.UUID | None
     created_at: datetime
+    cached_input_tokens: Int4
+    cache_write_tokens: Int4
+    reasoning_tokens: Int4
 
 
 class ChatSession(Row):
@@ -174,6 +184,7 @@ class ChatSession(Row):
     created_at: datetime
     updated_at: datetime
     deleted_at: datetime | None
+    name: str | None
 
 
 class ChatMessage(Row):
@@ -193,6 +204,9 @@ class ChatMessage(Row):
     client_message_id: str | None
     hold_id: uuid.UUID | None
     created_at: datetime
+    cached_input_tokens: Int4 | None
+    cache_write_tokens: Int4 | None
+    reasoning_tokens: Int4 | None
 
 
 class ChatSessionSummary(Row):
@@ -262,6 +276,9 @@ class CodeGenRequest(Row):
     output_tokens: Int4
     cost_usd: Money
     created_at: datetime
+    cached_input_tokens: Int4
+    cache_write_tokens: Int4
+    reasoning_tokens: Int4
 
 
 TABLES: dict[str, type[BaseModel]] = {

@@ -45,8 +45,9 @@ def _open(s: Settings) -> Database:
             raise RuntimeError("no database configured in production")
         from functions import localdb, migrate
 
-        url = localdb.url_of(localdb.start())
-        migrate.prepare(url)
+        admin_url = localdb.url_of(localdb.start())
+        migrate.prepare(admin_url)
+        url = migrate.as_role(admin_url, migrate.MIGRATOR_ROLE)  # as a deployed DATABASE_URL would: postgres
     else:
         assert s.database_url is not None
         url = s.database_url

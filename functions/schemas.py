@@ -48,14 +48,27 @@ class ChatListQuery(Input):
 
 
 class TokenUsage(BaseModel):
-    input_tokens: int
-    output_tokens: int
+    """What a call used and cost. Each input token is in one of the three input classes; reasoning tokens
+    are part of `output_tokens`. Each class is priced from `model_prices`."""
+
+    input_tokens: int = Field(description="Input tokens neither read from nor written to the prompt cache.")
+    cached_input_tokens: int = Field(default=0, description="Input tokens read from the prompt cache.")
+    cache_write_tokens: int = Field(default=0, description="Input tokens written to the prompt cache.")
+    output_tokens: int = Field(description="All output tokens, reasoning included.")
+    reasoning_tokens: int = Field(default=0, description="Of the output tokens, those spent reasoning.")
     cost_usd: float
+
+    @classmethod
+    def from_result(cls, result: dict[str, Any]) -> TokenUsage:
+        return cls.model_validate({k: result.get(k, 0) for k in cls.model_fields})
 
 
 class ChatResponse(BaseModel):
+    """The answer to a chat turn: the same whether it was just settled or replayed from the hold."""
+
     request_id: str
     session_id: uuid.UUID
+    session_name: str | None = None
     user_message_id: uuid.UUID
     message_id: uuid.UUID
     content: str
@@ -65,6 +78,16 @@ class ChatResponse(BaseModel):
     balance_usd: float
     partial: bool = False
     replay: bool = False
+
+    @classmethod
+    def from_result(cls, result: dict[str, Any], *, provider: str, session_name: str | None,
+                    replay: bool) -> ChatResponse:
+        """Built from the settle's result (`settle_chat_turn`, stored on the hold for replays)."""
+        return cls(request_id=result["request_id"], session_id=result["session_id"], session_name=session_name,
+                   user_message_id=result["user_message_id"], message_id=result["assistant_message_id"],
+                   content=result["content"], model=result["model"], provider=provider,
+                   usage=TokenUsage.from_result(result), balance_usd=result["balance_usd"],
+                   partial=bool(result.get("partial")), replay=replay)
 
 
 # -- compile --------------------------------------------------------------------------------------------
@@ -98,6 +121,14 @@ class CompileResponse(BaseModel):
     balance_usd: float
     replay: bool = False
 
+    @classmethod
+    def from_result(cls, result: dict[str, Any], *, provider: str, replay: bool) -> CompileResponse:
+        """Built from the settle's result (`settle_compile`, stored on the hold for replays)."""
+        return cls(id=result["id"], request_id=result["request_id"], language=result["language"],
+                   code=result["code"], valid=result["valid"], diagnostics=result["diagnostics"],
+                   repaired=result["repaired"], model=result["model"], provider=provider,
+                   usage=TokenUsage.from_result(result), balance_usd=result["balance_usd"], replay=replay)
+
 
 # -- usage ----------------------------------------------------------------------------------------------
 
@@ -116,7 +147,10 @@ class UsageEvent(Input):
     operation: Annotated[Text, StringConstraints(min_length=1, max_length=50)]
     model: Annotated[Text, StringConstraints(min_length=1, max_length=100)] | None = None
     input_tokens: Annotated[int, Field(ge=0, le=2_000_000_000)] = 0
+    cached_input_tokens: Annotated[int, Field(ge=0, le=2_000_000_000)] = 0
+    cache_write_tokens: Annotated[int, Field(ge=0, le=2_000_000_000)] = 0
     output_tokens: Annotated[int, Field(ge=0, le=2_000_000_000)] = 0
+    reasoning_tokens: Annotated[int, Field(ge=0, le=2_000_000_000)] = 0
     cost_usd: Annotated[Decimal, Field(ge=0, lt=Decimal("100000000"), decimal_places=6)] = Decimal(0)
     latency_ms: Annotated[int, Field(ge=0, le=2_000_000_000)] | None = None
     status: Literal["succeeded", "failed"] = "succeeded"
@@ -142,7 +176,10 @@ class UsageRow(BaseModel):
     requests: int
     failures: int
     input_tokens: int
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
     output_tokens: int
+    reasoning_tokens: int = 0
     cost_usd: float
 
 
@@ -162,6 +199,7 @@ class ChatSessionItem(BaseModel):
     """One of the caller's sessions, as `GET /chat` lists them (newest activity first)."""
 
     id: uuid.UUID
+    name: str | None = Field(default=None, description="The name the session was started with, if any.")
     title: str | None
     last_message_at: datetime
     created_at: datetime
@@ -178,7 +216,10 @@ class ChatMessageItem(BaseModel):
     model: str | None
     status: Literal["complete", "partial"]
     input_tokens: int | None
+    cached_input_tokens: int | None = None
+    cache_write_tokens: int | None = None
     output_tokens: int | None
+    reasoning_tokens: int | None = None
     created_at: datetime
 
 

@@ -1,9 +1,10 @@
 """Serve every function on one local port for the frontend: `python -m functions.serve`.
 
 Starts the embedded Postgres (or uses DATABASE_URL), applies sql/, the migrations and the seed, mounts
-each functions-framework target under /<target>, and prints the URLs and a development token for the
-seeded demo user. The demo page is served from a second port, so the browser calls the functions
-cross-origin exactly as a deployed frontend does (CORS included). Development only: refuses
+each functions-framework target under /<target>, and prints the URLs, a development token for the seeded
+demo user, the service secret and the psql command for the embedded database (which Ctrl+C or SIGTERM
+stops together with the server). The demo page is served from a second port, so the browser calls the
+functions cross-origin exactly as a deployed frontend does (CORS included). Development only: refuses
 ENVIRONMENT=production.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -78,17 +80,41 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
     parser.add_argument("--demo-port", type=int, default=int(os.environ.get("DEMO_PORT", "8081")),
                         help="port of the demo page (0: do not serve it)")
+    parser.add_argument("--data-dir", help="embedded Postgres data folder (default: LOCAL_PGDATA or .local/pgdata)")
     args = parser.parse_args(argv)
+    if args.data_dir:
+        os.environ["LOCAL_PGDATA"] = args.data_dir
     demo_origin = f"http://{args.host}:{args.demo_port}"
     if args.demo_port and "CORS_ALLOWED_ORIGINS" not in os.environ:
         os.environ["CORS_ALLOWED_ORIGINS"] = demo_origin
 
     from functions import runtime
+
+    if runtime.settings().environment == "production":
+        raise SystemExit("functions.serve is for development; deploy each target with functions-framework")
+    # SIGTERM ends the server the way Ctrl+C does, so the embedded Postgres is stopped with it (by default
+    # SIGTERM kills the process without running any cleanup, and the cluster outlives it).
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        _serve(args, demo_origin)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        from functions import localdb
+
+        runtime.reset()  # close the pool before the cluster stops
+        localdb.stop_started()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _serve(args: argparse.Namespace, demo_origin: str) -> None:
+    from functions import runtime
     from functions.auth import mint_dev_token
 
     settings = runtime.settings()
-    if settings.environment == "production":
-        raise SystemExit("functions.serve is for development; deploy each target with functions-framework")
     runtime.database()  # start the embedded Postgres and migrate before the first request
     app = build_app()
     base = f"http://{args.host}:{args.port}"
@@ -101,6 +127,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nDemo user {DEMO_USER_ID} token (24 h):\n  export TOKEN={token}", flush=True)
     secret = runtime.authenticator().service_secret
     print(f"Service secret for refresh_views and usage ingest:\n  export SERVICE_SECRET={secret}", flush=True)
+    if settings.transport == "local":
+        from functions import localdb
+
+        server = localdb.start()  # the handle runtime.database() started
+        print(f"\nEmbedded Postgres ({server.pgdata}; stopped with this server):\n  {localdb.psql_command(server)}",
+              flush=True)
     from werkzeug.serving import make_server, run_simple
 
     if args.demo_port:

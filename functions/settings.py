@@ -40,6 +40,8 @@ class Settings(BaseSettings):
 
     # Model providers
     model_provider: Literal["offline", "openai", "anthropic"] = "offline"
+    # The model of a request that names none: DEFAULT_MODEL, else MODEL_PROVIDER's default in model_prices.
+    default_model: str | None = Field(default=None, min_length=1, max_length=100)
     openai_base_url: str = "https://api.openai.com/v1"
     openai_api_key: SecretStr | None = None
     anthropic_base_url: str = "https://api.anthropic.com"
@@ -57,6 +59,8 @@ class Settings(BaseSettings):
     history_max_chars: int = Field(default=24000, ge=0, le=400000)
     default_max_tokens: int = Field(default=1024, ge=1, le=200000)
     hold_expiry_seconds: int = Field(default=900, ge=60)
+    # A live stream reports its progress this often (and before its first delta), which keeps its hold alive.
+    hold_heartbeat_seconds: float = Field(default=30.0, gt=0, le=600)
     replay_wait_seconds: float = Field(default=20.0, ge=0, le=120)
     log_level: str = "INFO"
 
@@ -77,7 +81,8 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("supabase_jwt_secret", "service_secret", "supabase_service_role_key", "supabase_anon_key",
-                     "openai_api_key", "anthropic_api_key", "database_url", "supabase_url", mode="before")
+                     "openai_api_key", "anthropic_api_key", "database_url", "supabase_url", "default_model",
+                     mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         """An empty variable is no value at all (so production refuses it rather than trusting '')."""

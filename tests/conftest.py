@@ -29,9 +29,19 @@ def _swap_db(url: str, database: str) -> str:
     return psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """In the xdist controller (or a run without workers), create the embedded Postgres's system user once
+    before any worker starts; `localdb.start` also serializes it, this only keeps the workers from waiting."""
+    if hasattr(config, "workerinput") or os.environ.get("DATABASE_URL") or os.geteuid() != 0:
+        return
+    from functions import localdb
+
+    localdb.ensure_system_user()
+
+
 @pytest.fixture(scope="session")
 def server_url() -> Iterator[str]:
-    """The admin URL of the Postgres server the tests use."""
+    """The admin (superuser) URL of the Postgres server the tests use; migrations run as `postgres`."""
     if os.environ.get("DATABASE_URL"):
         yield os.environ["DATABASE_URL"]
         return
@@ -128,12 +138,12 @@ def api(request: pytest.FixtureRequest, fn_env: None, db: Sql) -> Iterator[Any]:
 
     with respx.mock(assert_all_called=False) as router:
         emulator = None
-        if request.param == "postgres":
-            runtime.install(PostgresDatabase(db.url, max_size=8))
+        if request.param == "postgres":  # connected as `postgres`, as a deployed DATABASE_URL is
+            runtime.install(PostgresDatabase(migrate.as_role(db.url, migrate.MIGRATOR_ROLE), max_size=8))
         else:
             from functions.db.supabase import SupabaseDatabase
 
-            emulator = PostgrestEmulator(db.url, fnsupport.JWT_SECRET)
+            emulator = PostgrestEmulator(migrate.as_role(db.url, "authenticator"), fnsupport.JWT_SECRET)
             router.post(url__regex=rf"^{fnsupport.SUPABASE_URL}/rest/v1/rpc/").mock(side_effect=emulator)
             runtime.install(SupabaseDatabase(fnsupport.SUPABASE_URL, fnsupport.role_key("service_role"),
                                              fnsupport.role_key("anon")))

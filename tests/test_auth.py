@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from functions import auth, runtime
-from functions.chat import session_uuid
+from functions.chat import session_ref
 from functions.db import SERVICE, Caller
 from functions.errors import Unauthorized
 from functions.schemas import CursorError, decode_cursor, encode_cursor
@@ -493,19 +493,19 @@ def _is_uuid(text: str) -> bool:
 
 
 @given(st.text(min_size=1, max_size=200).filter(lambda s: not _is_uuid(s)), st.uuids(), st.uuids())
-def test_non_uuid_session_names_map_to_a_stable_per_user_uuid5(name: str, alice: uuid.UUID, bob: uuid.UUID) -> None:
-    mapped, must_exist = session_uuid(alice, name)
-    assert mapped is not None and mapped.version == 5 and must_exist is False
-    assert session_uuid(alice, name) == (mapped, False)
-    assert mapped == uuid.uuid5(alice, name)
+def test_non_uuid_session_ids_are_names_with_their_former_per_user_uuid5(
+        name: str, alice: uuid.UUID, bob: uuid.UUID) -> None:
+    ref = session_ref(alice, name)
+    assert ref == {"session_name": name, "legacy_session_id": uuid.uuid5(alice, name)}
+    assert ref["legacy_session_id"].version == 5
     if bob != alice:
-        assert session_uuid(bob, name)[0] != mapped
+        assert session_ref(bob, name)["legacy_session_id"] != ref["legacy_session_id"]
 
 
 @given(st.uuids(), st.uuids())
 def test_uuid_session_ids_name_existing_sessions(user: uuid.UUID, session: uuid.UUID) -> None:
-    assert session_uuid(user, str(session)) == (session, True)
-    assert session_uuid(user, None) == (None, False)
+    assert session_ref(user, str(session)) == {"session_id": session}
+    assert session_ref(user, None) == {}
 
 
 _scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)

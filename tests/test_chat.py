@@ -44,10 +44,36 @@ def test_named_session_keeps_history_per_user(api: Any) -> None:
     first = api.post("chat", {"message": "one", "session_id": "main"}, user=alice).json
     second = api.post("chat", {"message": "two", "session_id": "main"}, user=alice).json
     other = api.post("chat", {"message": "hi", "session_id": "main"}, user=bob).json
-    assert first["session_id"] == second["session_id"] == str(uuid.uuid5(alice, "main"))
+    assert first["session_id"] == second["session_id"]
+    assert first["session_name"] == second["session_name"] == other["session_name"] == "main"
     assert other["session_id"] != first["session_id"]
     assert "turn 2" in second["content"]  # the model saw the first turn
     assert "turn 1" in other["content"]
+    # The id is the database's, not derived from the name: nobody can predict it and take it first.
+    assert first["session_id"] != str(uuid.uuid5(alice, "main"))
+    assert db.one("select name from public.chat_sessions where id = %s", (first["session_id"],)) == "main"
+
+
+def test_a_deleted_named_session_frees_its_name(api: Any) -> None:
+    db: Sql = api.db
+    uid = db.make_user(balance=5)
+    first = api.post("chat", {"message": "one", "session_id": "work"}, user=uid).json
+    db.q("update public.chat_sessions set deleted_at = now() where id = %s", (first["session_id"],))
+    again = api.post("chat", {"message": "fresh start", "session_id": "work"}, user=uid).json
+    assert again["session_id"] != first["session_id"]
+    assert "turn 1" in again["content"]  # the deleted session's history is not sent
+
+
+def test_a_session_named_before_names_were_kept_is_found_by_its_name(api: Any) -> None:
+    """Sessions created when names mapped to uuid5(user, name) keep answering to that name."""
+    db: Sql = api.db
+    uid = db.make_user(balance=5)
+    legacy = uuid.uuid5(uid, "old")
+    db.q("insert into public.chat_sessions (id, user_id, title) values (%s, %s, 'old')", (legacy, uid))
+    turn = api.post("chat", {"message": "still there?", "session_id": "old"}, user=uid).json
+    assert turn["session_id"] == str(legacy)
+    listed = api.get("chat", user=uid, query_string={"session_id": "old"}).json["items"]
+    assert [m["role"] for m in listed] == ["assistant", "user"]
 
 
 def test_uuid_session_of_another_user_is_404_and_nothing_billed(api: Any) -> None:
@@ -144,7 +170,8 @@ def test_sessions_and_messages_page_newest_first_without_gaps(api: Any) -> None:
         if not cursor:
             break
     assert len(seen) == len(set(seen)) == 5
-    assert seen[0] == str(uuid.uuid5(uid, "s0"))  # most recent activity first
+    s0 = api.db.one("select id from public.chat_sessions where user_id = %s and name = 's0'", (uid,))
+    assert seen[0] == str(s0)  # most recent activity first
     msgs: list[int] = []
     cursor = None
     while True:

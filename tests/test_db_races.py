@@ -66,7 +66,7 @@ def charge_turn(conn: psycopg.Connection[Any], uid: uuid.UUID, request_id: str, 
     """begin_charge then settle_chat_turn, as the chat function does (defaults: cost == the hold)."""
     hold = call(conn, "begin_charge", user_id=uid, request_id=request_id, operation="chat", model="offline-dev",
                 prompt_chars=1000, max_output_tokens=500)
-    turn = call(conn, "settle_chat_turn", hold_id=hold["hold_id"], session_id=None, user_message="race",
+    turn = call(conn, "settle_chat_turn", hold_id=hold["hold_id"], user_message="race",
                 assistant_message="done", input_tokens=input_tokens, output_tokens=output_tokens)
     return {"hold": hold, "turn": turn}
 
@@ -135,13 +135,13 @@ def test_expiry_racing_settles_closes_each_hold_exactly_once(db: Sql) -> None:
                 holds.append(c.execute(
                     "select public.begin_charge(%s, %s, 'chat', 'offline-dev', 1000, 500) ->> 'hold_id' as id",
                     (uid, f"old-{i}")).fetchone()["id"])
-    db.q("update public.holds set created_at = now() - interval '1 hour'")
+    db.q("update public.holds set created_at = now() - interval '1 hour', last_seen_at = now() - interval '1 hour'")
     expirers = 5
 
     def work(conn: psycopg.Connection[Any], i: int) -> Any:
         if i < expirers:
             return call(conn, "expire_stale_holds", older_than_seconds=900)
-        return call(conn, "settle_chat_turn", hold_id=holds[i - expirers], session_id=None, user_message="late",
+        return call(conn, "settle_chat_turn", hold_id=holds[i - expirers], user_message="late",
                     assistant_message="answer", input_tokens=1000, output_tokens=500)
 
     results = race(db.url, expirers + len(holds), work)

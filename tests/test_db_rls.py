@@ -68,7 +68,9 @@ OWNER_UPDATE = {
 # Service-only RPCs, called by a signed-in user for themselves with plausible arguments.
 SERVICE_ONLY_CALLS = {
     "begin_charge": "public.begin_charge(%(uid)s, 'r-own', 'chat', 'offline-dev', 10, 10)",
-    "settle_chat_turn": "public.settle_chat_turn(%(hold)s, null, 'hi', 'hello', 1, 1)",
+    "begin_chat_turn": "public.begin_chat_turn(%(uid)s, 'r-own', 'offline-dev', null, 10, 10)",
+    "touch_hold": "public.touch_hold(%(hold)s, 1000)",
+    "settle_chat_turn": "public.settle_chat_turn(%(hold)s, 'hi', 'hello', 1, 1)",
     "settle_compile": "public.settle_compile(%(hold)s, 'task', 'python', 'x = 1', true, '[]', 1, 1)",
     "release_hold": "public.release_hold(%(hold)s, 'model_error')",
     "expire_stale_holds": "public.expire_stale_holds(1)",
@@ -80,7 +82,7 @@ SERVICE_ONLY_CALLS = {
 }
 BROWSER_RPCS = {
     "create_api_key", "list_api_keys", "revoke_api_key", "usage_summary", "chat_history", "list_sessions",
-    "list_messages", "check_project", "save_project_files", "delete_project_file",
+    "list_messages", "check_project", "save_project_files", "delete_project_file", "list_models",
 }
 
 
@@ -104,7 +106,7 @@ def seed_user_rows(db: Sql, uid: uuid.UUID) -> dict[str, Any]:
     key = create_api_key(db, "ci", uid)
     hold = db.rpc("begin_charge", user_id=uid, request_id=f"chat-{uid}", operation="chat", model="offline-dev",
                   prompt_chars=20, max_output_tokens=20)
-    turn = db.rpc("settle_chat_turn", hold_id=hold["hold_id"], session_id=None, user_message="hi",
+    turn = db.rpc("settle_chat_turn", hold_id=hold["hold_id"], user_message="hi",
                   assistant_message="hello", input_tokens=5, output_tokens=5)
     with db.acting("authenticated", uid) as c:
         project = c.execute("insert into public.projects (name) values ('p') returning id").fetchone()["id"]

@@ -90,16 +90,16 @@ def fails(db: Sql, sqlstate: str, name: str, *, as_role: str = "service_role", a
 
 
 def begin(db: Sql, uid: uuid.UUID, request_id: str | None = None, *, operation: str = "chat", model: str = MODEL,
-          prompt_chars: int = 1000, max_output_tokens: int = 500) -> dict[str, Any]:
+          prompt_chars: int = 1000, max_output_tokens: int = 500, **extra: Any) -> dict[str, Any]:
     """A hold; the defaults cost (1000 * 1 + 500 * 2) / 1e6 = $0.002 in the worst case."""
     return db.rpc("begin_charge", user_id=uid, request_id=request_id or f"req-{uuid.uuid4()}",
-                  operation=operation, model=model, prompt_chars=prompt_chars, max_output_tokens=max_output_tokens)
+                  operation=operation, model=model, prompt_chars=prompt_chars, max_output_tokens=max_output_tokens,
+                  **extra)
 
 
-def settle_chat(db: Sql, hold_id: Any, session_id: Any = None, *, user_message: str = "hello",
-                assistant_message: str = "hi there", input_tokens: int = 100, output_tokens: int = 200,
-                **extra: Any) -> dict[str, Any]:
-    return db.rpc("settle_chat_turn", hold_id=hold_id, session_id=session_id, user_message=user_message,
+def settle_chat(db: Sql, hold_id: Any, *, user_message: str = "hello", assistant_message: str = "hi there",
+                input_tokens: int = 100, output_tokens: int = 200, **extra: Any) -> dict[str, Any]:
+    return db.rpc("settle_chat_turn", hold_id=hold_id, user_message=user_message,
                   assistant_message=assistant_message, input_tokens=input_tokens, output_tokens=output_tokens,
                   **extra)
 
@@ -200,10 +200,18 @@ def test_begin_charge_validates_its_arguments(db: Sql) -> None:
 def test_begin_charge_defaults_the_model_and_covers_several_calls(db: Sql) -> None:
     uid = db.make_user(balance=1)
     hold = db.rpc("begin_charge", user_id=uid, request_id="d", operation="compile", model=None, prompt_chars=0,
-                  max_output_tokens=6000, calls=2)  # a repair call may follow: up to 2 x 4096 output tokens
-    default = db.one("select model from public.model_prices where is_default")
+                  max_output_tokens=6000, calls=2, provider="offline")  # a repair call: up to 2 x 4096 tokens
+    default = db.one("select model from public.model_prices where is_default and provider = 'offline'")
     assert hold["model"] == default == MODEL and hold["provider"] == "offline"
     assert D(hold["amount_usd"]) == Decimal("0.012")
+    # One default per provider: the provider named picks it; a provider without one is a clear 422.
+    other = db.rpc("begin_charge", user_id=uid, request_id="e", operation="chat", model=None, prompt_chars=0,
+                   max_output_tokens=10, provider="openai")
+    assert other["model"] == db.one("select model from public.model_prices where is_default and provider = 'openai'")
+    db.q("update public.model_prices set is_default = false where provider = 'anthropic'")
+    err = fails(db, "PT422", "begin_charge", user_id=uid, request_id="f", operation="chat", model=None,
+                prompt_chars=0, max_output_tokens=10, provider="anthropic")
+    assert err.diag.message_primary == "no_default_model"
 
 
 def test_begin_charge_rate_limits_per_plan(db: Sql) -> None:
@@ -256,8 +264,8 @@ def test_settle_chat_turn_writes_the_whole_turn(db: Sql) -> None:
     assert (acct["balance_usd"], acct["held_usd"], acct["month_spend_usd"]) == (1 - cost, 0, cost)
 
     # The next turn in the same session continues the sequence and the totals.
-    res2 = settle_chat(db, begin(db, uid)["hold_id"], session, user_message="and 3+3?", assistant_message="6",
-                       partial=True)
+    res2 = settle_chat(db, begin(db, uid, session_id=session)["hold_id"], user_message="and 3+3?",
+                       assistant_message="6", partial=True)
     assert res2["seq"] == 4 and res2["session_id"] == session and res2["partial"] is True
     assert [r["seq"] for r in db.q("select seq from public.chat_messages where session_id = %s order by seq",
                                    (session,))] == [1, 2, 3, 4]
@@ -266,12 +274,14 @@ def test_settle_chat_turn_writes_the_whole_turn(db: Sql) -> None:
     assert (summary["message_count"], summary["cost_usd"], summary["summary"]) == (4, 2 * cost, "and 3+3?")
 
 
-def test_settle_chat_turn_creates_a_session_under_the_given_id(db: Sql) -> None:
+def test_settle_chat_turn_creates_the_session_placed_on_the_hold(db: Sql) -> None:
     uid = db.make_user(balance=1)
-    wanted = uuid.uuid4()
-    res = settle_chat(db, begin(db, uid)["hold_id"], wanted)
-    assert res["session_id"] == str(wanted)
-    assert db.one("select user_id from public.chat_sessions where id = %s", (wanted,)) == uid
+    hold = begin(db, uid, session_name="work")
+    assert hold["session_id"] is not None  # made by the database at begin, not by the caller
+    res = settle_chat(db, hold["hold_id"])
+    assert res["session_id"] == hold["session_id"]
+    row = db.one("select user_id, name from public.chat_sessions where id = %s", (hold["session_id"],))
+    assert (row["user_id"], row["name"]) == (uid, "work")
 
 
 def test_settle_chat_turn_replay_returns_the_same_turn_and_charges_once(db: Sql) -> None:
@@ -290,29 +300,38 @@ def test_settle_chat_turn_on_a_released_hold_is_a_conflict(db: Sql) -> None:
     uid = db.make_user(balance=1)
     hold = begin(db, uid)
     db.rpc("release_hold", hold_id=hold["hold_id"], error_code="upstream_500")
-    err = fails(db, "PT409", "settle_chat_turn", hold_id=hold["hold_id"], session_id=None, user_message="hi",
+    err = fails(db, "PT409", "settle_chat_turn", hold_id=hold["hold_id"], user_message="hi",
                 assistant_message="hello", input_tokens=1, output_tokens=1)
     assert err.diag.message_primary == "hold_closed"
 
 
-def test_settle_chat_turn_in_another_users_session_is_not_found(db: Sql) -> None:
+def test_a_turn_in_another_users_or_a_deleted_session_is_refused_at_begin(db: Sql) -> None:
     owner, intruder = db.make_user(balance=1), db.make_user(balance=1)
     session = settle_chat(db, begin(db, owner)["hold_id"])["session_id"]
-    hold = begin(db, intruder)
-    err = fails(db, "PT404", "settle_chat_turn", hold_id=hold["hold_id"], session_id=session, user_message="hi",
-                assistant_message="hello", input_tokens=1, output_tokens=1)
+    args = {"model": MODEL, "provider": None, "fixed_chars": 10, "max_output_tokens": 10}
+    err = fails(db, "PT404", "begin_chat_turn", user_id=intruder, request_id="r-1", session_id=session, **args)
     assert err.diag.message_primary == "session_not_found"
-    assert db.one("select status from public.holds where id = %s", (hold["hold_id"],)) == "open"
     # A soft-deleted session of one's own is gone too.
     db.q("update public.chat_sessions set deleted_at = now() where id = %s", (session,))
-    fails(db, "PT404", "settle_chat_turn", hold_id=begin(db, owner)["hold_id"], session_id=session,
-          user_message="hi", assistant_message="hello", input_tokens=1, output_tokens=1)
+    fails(db, "PT404", "begin_chat_turn", user_id=owner, request_id="r-2", session_id=session, **args)
+
+
+def test_a_session_deleted_after_begin_still_gets_its_turn_and_the_charge(db: Sql) -> None:
+    """Deleting the session while the answer is on its way cannot make the turn fail (or free)."""
+    uid = db.make_user(balance=1)
+    session = settle_chat(db, begin(db, uid)["hold_id"])["session_id"]
+    hold = begin(db, uid, session_id=session)
+    db.q("update public.chat_sessions set deleted_at = now() where id = %s", (session,))
+    res = settle_chat(db, hold["hold_id"])
+    assert res["session_id"] == session and D(res["cost_usd"]) > 0
+    assert db.one("select count(*) from public.chat_messages where session_id = %s", (session,)) == 4
+    assert db.one("select deleted_at is not null from public.chat_sessions where id = %s", (session,))
 
 
 def test_settle_chat_turn_validates_and_writes_nothing_on_error(db: Sql) -> None:
     uid = db.make_user(balance=1)
     hold = begin(db, uid)["hold_id"]
-    args = {"hold_id": hold, "session_id": None, "user_message": "hi", "assistant_message": "hello",
+    args = {"hold_id": hold, "user_message": "hi", "assistant_message": "hello",
             "input_tokens": 1, "output_tokens": 1}
     assert fails(db, "PT422", "settle_chat_turn", **(args | {"user_message": ""})).diag.message_primary == (
         "invalid_message")
@@ -426,15 +445,15 @@ def test_expire_stale_holds_closes_only_old_open_holds(db: Sql) -> None:
     uid = db.make_user(balance=1)
     old, fresh, settled = begin(db, uid), begin(db, uid), begin(db, uid)
     settle_chat(db, settled["hold_id"])
-    db.q("update public.holds set created_at = now() - interval '1 hour' where id = any(%s)",
-         ([uuid.UUID(old["hold_id"]), uuid.UUID(settled["hold_id"])],))
+    db.q("update public.holds set created_at = now() - interval '1 hour', last_seen_at = now() - interval '1 hour'"
+         " where id = any(%s)", ([uuid.UUID(old["hold_id"]), uuid.UUID(settled["hold_id"])],))
     res = db.rpc("expire_stale_holds", older_than_seconds=900)
-    assert res == {"expired": 1, "hold_ids": [old["hold_id"]]}
+    assert res == {"expired": 1, "charged": 0, "hold_ids": [old["hold_id"]]}
     h = db.one("select status, result, closed_at from public.holds where id = %s", (old["hold_id"],))
     assert h["status"] == "expired" and h["result"] == {"error_code": "hold_expired"} and h["closed_at"]
     assert account(db, uid)["held_usd"] == D(fresh["amount_usd"])
-    assert db.rpc("expire_stale_holds", older_than_seconds=900) == {"expired": 0, "hold_ids": []}
-    fails(db, "PT409", "settle_chat_turn", hold_id=old["hold_id"], session_id=None, user_message="hi",
+    assert db.rpc("expire_stale_holds", older_than_seconds=900) == {"expired": 0, "charged": 0, "hold_ids": []}
+    fails(db, "PT409", "settle_chat_turn", hold_id=old["hold_id"], user_message="hi",
           assistant_message="late", input_tokens=1, output_tokens=1)
     fails(db, "PT422", "expire_stale_holds", older_than_seconds=0)
 
@@ -722,11 +741,11 @@ def test_chat_history_keeps_the_newest_messages_within_the_budget(db: Sql) -> No
         out = db.rpc("chat_history", as_role="authenticated", as_user=uid, session_id=session, max_chars=budget)
         return [m["content"][0] + m["role"][0] for m in out]
 
+    # Whole exchanges only (30 then 70 characters), so the history always starts with a user turn.
     assert history(100) == ["au", "ba", "cu", "da"]
-    assert history(90) == ["ba", "cu", "da"]
+    assert history(99) == ["cu", "da"]
     assert history(70) == ["cu", "da"]
-    assert history(69) == ["da"]
-    assert history(39) == []
+    assert history(69) == []
     assert db.rpc("chat_history", session_id=session, user_id=uid)[0] == {"role": "user", "content": "a" * 10}
     fails(db, "PT404", "chat_history", as_role="authenticated", as_user=uid, session_id=uuid.uuid4())
     assert db.rpc("chat_history", as_role="authenticated", as_user=uid, session_id=uuid.uuid4(),

@@ -53,13 +53,16 @@ def _is_sentence(text: str) -> bool:
 
 
 def raised_codes() -> dict[str, set[str]]:
-    """Every code SQL raises as `message = '...'` in the migrations, with the files raising it. A code built
+    """Every code SQL raises as an API error (`errcode = 'PTnnn', message = '...'`) in the migrations, with the
+    files raising it. A code built
     as `'account_' || v_status` expands to each status a profile can have that is refused (all but active)."""
     statuses = set(typing.get_args(Profile.model_fields["status"].annotation)) - {"active"}
     expansions = {"account_": {f"account_{s}" for s in statuses}}
     found: dict[str, set[str]] = {}
     for path in sorted(MIGRATIONS.glob("*.sql")):
         for statement in re.findall(r"raise\s+exception\s+using\b[^;]*;", path.read_text(), re.IGNORECASE):
+            if not re.search(r"errcode\s*=\s*'PT\d{3}'", statement, re.IGNORECASE):
+                continue  # not an API error (e.g. an operator-only function's own sentence)
             for m in _RAISE_MESSAGE.finditer(statement):
                 literal = _CODE_LITERAL.match(m["value"].strip())
                 assert literal, f"{path.name}: SQL must raise a snake_case code literal, not {m['value']!r}"
@@ -162,4 +165,5 @@ def test_a_sql_error_reads_as_a_sentence_with_its_values(api: Any) -> None:
 def test_an_unknown_session_says_why(api: Any) -> None:
     r = api.get("chat", user=api.db.make_user(), query_string={"session_id": "6f1c0e4e-0000-4000-8000-000000000000"})
     assert r.status_code == 404 and r.json["error"]["code"] == "session_not_found"
-    assert r.json["error"]["message"] == MESSAGES["session_not_found"]
+    assert r.json["error"]["message"] == message_for("session_not_found", r.json["error"]["details"]["reason"])
+    assert r.json["error"]["message"].startswith("The session was not found (no live session 6f1c0e4e-")

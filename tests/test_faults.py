@@ -89,7 +89,7 @@ def test_database_down_after_the_model_call_keeps_the_hold_for_expiry_and_never_
     again = api.post("chat", body, user=uid)
     assert again.status_code == 409 and again.json["error"]["code"] == "request_in_progress"
 
-    db.q("update public.holds set created_at = now() - interval '1 hour' where user_id = %s", (uid,))
+    db.q("update public.holds set last_seen_at = now() - interval '1 hour' where user_id = %s", (uid,))
     assert api.service("refresh_views").json["expired_holds"]["expired"] == 1
     after = api.post("chat", body, user=uid)
     assert after.status_code == 409 and after.json["error"]["code"] == "request_failed"

@@ -266,7 +266,8 @@ def test_server_errors_until_giving_up_are_502_and_release_the_hold(api: Any, sp
     r = api.post("chat", {"message": "hi", "model": spec.model}, user=uid)
     assert r.status_code == 502, r.json
     assert r.json["error"]["code"] == "model_provider_error"
-    assert r.json["error"]["details"] == {"provider_status": status}
+    assert r.json["error"]["details"] == {"provider_status": status, "provider_message": "overloaded"}
+    assert r.json["error"]["message"].endswith(f"(HTTP {status}): overloaded.")
     assert route.call_count == 3  # the test environment's stamina attempts
     assert_released_without_charge(db, uid, before, ledger_before, "model_provider_error")
 
@@ -340,9 +341,31 @@ def test_client_errors_from_the_provider_are_not_retried(api: Any, spec: Spec, s
     route = api.router.post(spec.url).mock(return_value=httpx.Response(status, json={"error": "bad request"}))
     r = api.post("chat", {"message": "hi", "model": spec.model}, user=uid)
     assert r.status_code == 502, r.json
-    assert r.json["error"]["details"] == {"provider_status": status}
+    assert r.json["error"]["details"] == {"provider_status": status, "provider_message": "bad request"}
     assert route.call_count == 1
     assert_released_without_charge(db, uid, before, ledger_before, "model_provider_error")
+
+
+PROVIDER_ERRORS = {
+    "openai": {"error": {"message": "Invalid model name passed in model=gpt-nope. Call `/v1/models` to view "
+                                    "available models. Your key sk-live-abcdefghijklmnop is fine.",
+                         "type": "invalid_request_error", "param": "model", "code": "400"}},
+    "anthropic": {"type": "error", "error": {"type": "invalid_request_error",
+                                             "message": "model: gpt-nope not found; x-api-key sk-ant-abcdefghijkl"}},
+}
+
+
+def test_the_providers_own_reason_reaches_the_caller_and_the_log_without_secrets(
+        api: Any, spec: Spec, caplog: pytest.LogCaptureFixture) -> None:
+    uid = api.db.make_user(balance=5)
+    api.router.post(spec.url).mock(return_value=httpx.Response(400, json=PROVIDER_ERRORS[spec.name]))
+    r = api.post("chat", {"message": "hi", "model": spec.model}, user=uid)
+    assert r.status_code == 502
+    reason = r.json["error"]["details"]["provider_message"]
+    assert "gpt-nope" in reason and "sk-" not in reason and "[redacted]" in reason
+    assert reason in r.json["error"]["message"]
+    logged = [json.loads(rec.getMessage()) for rec in caplog.records if "provider_error" in rec.getMessage()]
+    assert logged and logged[0]["provider_message"] == reason and logged[0]["provider_status"] == 400
 
 
 # -- streaming --------------------------------------------------------------------------------------------
@@ -487,9 +510,11 @@ def test_stream_rate_limited_then_success_is_one_turn_and_one_charge(api: Any, s
     assert charges(db, uid) == [-spec.cost(8, 1)]
 
 
-def test_stream_whose_settle_fails_ends_with_an_error_event(api: Any, spec: Spec,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    from functions import billing
+def test_stream_whose_settle_cannot_reach_the_database_is_charged_by_the_expiry(
+        api: Any, spec: Spec, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The text was delivered, then the settle found no database: the hold keeps what was delivered and the
+    scheduled expiry charges it (never free)."""
+    from functions.billed_call import BilledCall
     from functions.errors import ServiceUnavailable
 
     db: Sql = api.db
@@ -499,11 +524,17 @@ def test_stream_whose_settle_fails_ends_with_an_error_event(api: Any, spec: Spec
     def unavailable(*args: Any, **kwargs: Any) -> Any:
         raise ServiceUnavailable("database unavailable", code="database_unavailable")
 
-    monkeypatch.setattr(billing, "settle", unavailable)
+    monkeypatch.setattr(BilledCall, "settle", unavailable)
     events = events_of(api.post("chat", {"message": "hi", "model": spec.model, "stream": True}, user=uid))
     assert [(name, data.get("code")) for name, data in events] == [("delta", None), ("error", "database_unavailable")]
     assert charges(db, uid) == []
     assert messages(db, uid) == []
+    hold = db.one("select id, status, delivered_chars, amount_usd from public.holds where user_id = %s", (uid,))
+    assert (hold["status"], hold["delivered_chars"]) == ("open", 2)
+    db.q("update public.holds set last_seen_at = now() - interval '1 hour' where id = %s", (hold["id"],))
+    assert db.rpc("expire_stale_holds", older_than_seconds=60)["charged"] == 1
+    charged = charges(db, uid)
+    assert len(charged) == 1 and 0 < -charged[0] <= hold["amount_usd"]
 
 
 # -- compile with a provider ------------------------------------------------------------------------------

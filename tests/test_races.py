@@ -37,7 +37,7 @@ def exact_price_model(db: Sql) -> tuple[int, Decimal]:
                                              {"role": "user", "content": MESSAGE}], 1000)
     db.q("insert into public.model_prices (model, provider, input_usd_per_mtok, output_usd_per_mtok, "
          "max_output_tokens) values ('race-model', 'offline', 0, 1000, 4096)")
-    return done.output_tokens, Decimal(done.output_tokens) * 1000 / 1_000_000
+    return done.usage.output_tokens, Decimal(done.usage.output_tokens) * 1000 / 1_000_000
 
 
 def race(n: int, work: Callable[[int], Any]) -> list[Any]:
@@ -121,7 +121,7 @@ def test_hold_expiring_while_its_settle_is_in_flight_is_never_charged(pg_api: Ap
     real = Offline.complete
 
     def slow_model(self: Offline, model: str, messages: Any, max_tokens: int) -> Any:
-        db.q("update public.holds set created_at = now() - interval '1 hour' where user_id = %s and status = 'open'",
+        db.q("update public.holds set last_seen_at = now() - interval '1 hour' where user_id = %s and status = 'open'",
              (uid,))
         assert pg_api.service("refresh_views").json["expired_holds"]["expired"] == 1
         return real(self, model, messages, max_tokens)
@@ -143,7 +143,7 @@ def test_expiry_racing_many_settles_charges_each_turn_at_most_once(pg_api: Api) 
     def expire_loop() -> None:
         scheduler = Sql(db.url)
         while not stop.is_set():
-            scheduler.q("update public.holds set created_at = now() - interval '1 hour' where status = 'open'")
+            scheduler.q("update public.holds set last_seen_at = now() - interval '1 hour' where status = 'open'")
             scheduler.rpc("expire_stale_holds", older_than_seconds=60)
         scheduler.close()
 

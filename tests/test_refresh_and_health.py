@@ -16,7 +16,7 @@ def test_refresh_views_refreshes_and_expires_stale_holds(api: Any) -> None:
     uid = db.make_user(balance=5)
     hold = db.rpc("begin_charge", user_id=uid, request_id="stale", operation="chat", model="offline-dev",
                   prompt_chars=10, max_output_tokens=10)
-    db.q("update public.holds set created_at = now() - interval '2 hours' where id = %s", (hold["hold_id"],))
+    db.q("update public.holds set last_seen_at = now() - interval '2 hours' where id = %s", (hold["hold_id"],))
     r = api.service("refresh_views")
     assert r.status_code == 200, r.json
     assert r.json["expired_holds"]["hold_ids"] == [hold["hold_id"]]

@@ -8,7 +8,7 @@ def test_charge_settles_and_ledger_matches_balance(db: Sql) -> None:
     hold = db.rpc("begin_charge", user_id=uid, request_id="r1", operation="chat", model="offline-dev",
                   prompt_chars=100, max_output_tokens=100)
     assert hold["replay"] is False
-    res = db.rpc("settle_chat_turn", hold_id=hold["hold_id"], session_id=None, user_message="hi",
+    res = db.rpc("settle_chat_turn", hold_id=hold["hold_id"], user_message="hi",
                  assistant_message="hello", input_tokens=10, output_tokens=20)
     assert Decimal(str(res["cost_usd"])) == Decimal("0.00005")
     acct = db.one("select balance_usd, held_usd from public.billing_accounts where user_id = %s", (uid,))

@@ -1,0 +1,230 @@
+"""The billed model call, the one sequence chat, streamed chat and compile share:
+begin (place the hold, or find the request's earlier one) -> call the model -> settle, or release.
+
+It takes plain values (database, settings, user, request key) and knows nothing of HTTP. The rules
+themselves (locks, quota, balance, idempotency, what a delivered stream costs) are in SQL; this module
+sequences the RPCs and decides what happens to a hold when something in between fails:
+
+- the model fails before anything reached the user: the hold is released, nothing is charged;
+- a stream has delivered output: the hold is never released for free. Delivery is put on record
+  (`touch_hold`) before the first delta goes out and again every HOLD_HEARTBEAT_SECONDS, which also keeps
+  the hold of a live stream from expiring. Whatever ends the stream (the model, the client leaving, a
+  provider failure, a settle that fails) ends in a charge for what was delivered; if the database stays
+  unreachable, the scheduled expiry charges what was recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from functions.db import SERVICE, Database
+from functions.errors import ApiError, Conflict, InternalError, ServiceUnavailable
+from functions.providers import Completion, Delta, Message, Usage
+from functions.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A placed hold (or the request's earlier one, `replay`), with what begin returned alongside it."""
+
+    id: str
+    model: str
+    provider: str
+    status: str
+    replay: bool
+    result: dict[str, Any] | None
+    session_id: str | None = None
+    history: list[Message] = field(default_factory=list)
+
+    @property
+    def settled_result(self) -> dict[str, Any] | None:
+        """The stored answer of a request already settled, for a replay."""
+        if self.status == "settled" and self.result is not None and not self.result.get("estimated"):
+            return self.result
+        return None
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """What a stream sends: `delta` (text), then `done` (the settled result) or `error` (an ApiError)."""
+
+    kind: Literal["delta", "done", "error"]
+    text: str = ""
+    result: dict[str, Any] | None = None
+    error: ApiError | None = None
+
+
+@dataclass
+class BilledCall:
+    """One billed model call of one user, keyed by its request key (idempotent on it)."""
+
+    db: Database
+    settings: Settings
+    user_id: uuid.UUID
+    request_key: str
+    operation: Literal["chat", "compile"]
+    log_fields: dict[str, Any] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+    delivered_chars: int = 0  # of a streamed answer, already sent to the user
+
+    # -- begin --------------------------------------------------------------------------------------------
+
+    def begin(self, rpc: Literal["begin_charge", "begin_chat_turn"], args: dict[str, Any]) -> Hold:
+        """Place the worst-case hold, or find the one this request key already has.
+
+        A replay of a settled request comes back with its stored `result`. A replay of a request still in
+        flight waits for it (up to REPLAY_WAIT_SECONDS), then answers 409. A replay of a failed request is 409.
+        """
+        args = {"user_id": self.user_id, "request_id": self.request_key, **args}
+        if rpc == "begin_charge":
+            args["operation"] = self.operation
+        deadline = time.monotonic() + self.settings.replay_wait_seconds
+        pause = 0.05
+        while True:
+            row = self.db.rpc(rpc, args, SERVICE)
+            hold = Hold(row["hold_id"], row["model"], row["provider"], row["status"], row["replay"], row.get("result"),
+                        row.get("session_id"), row.get("history") or [])
+            self.log_fields["model"] = hold.model
+            if not hold.replay or hold.settled_result is not None:
+                return hold
+            if hold.status != "open":
+                reason = (hold.result or {}).get("error_code", hold.status)
+                raise Conflict(f"Request {self.request_key} already ended without an answer ({reason}); "
+                               "send it again with a new id.",
+                               code="request_failed", details={"hold_status": hold.status, "reason": reason})
+            if time.monotonic() >= deadline:
+                raise Conflict(f"Request {self.request_key} is still in progress; try again shortly.",
+                               code="request_in_progress")
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
+
+    # -- the model call -----------------------------------------------------------------------------------
+
+    def run(self, hold: Hold, call: Callable[[], T]) -> T:
+        """Run a model call whose answer reaches the user only after the settle: on any failure, release
+        the hold (a usage row with status failed, no charge) and re-raise."""
+        try:
+            return call()
+        except ApiError as exc:
+            self.release(hold, exc)
+            raise
+        except Exception:
+            self.release(hold, ApiError("The model call failed.", code="model_error"))
+            raise
+
+    def settle(self, hold: Hold, rpc: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Record the result and the charge in one transaction (idempotent on the hold).
+
+        Database unreachable: the hold stays open for the scheduled expiry (no charge unless a stream
+        recorded delivery). Any other failure releases the hold: nothing is left half-written, and a
+        streamed answer already delivered is charged for by release_hold itself.
+        """
+        try:
+            result: dict[str, Any] = self.db.rpc(rpc, {"hold_id": hold.id, "latency_ms": self._ms(), **args}, SERVICE)
+        except ServiceUnavailable:
+            log.error(json.dumps({"event": "settle_failed", "hold_id": hold.id, "error_code": "database_unavailable",
+                                  "then": "left open for the scheduled expiry"}))
+            raise
+        except ApiError as exc:
+            log.error(json.dumps({"event": "settle_failed", "hold_id": hold.id, "error_code": exc.code}))
+            self.release(hold, exc, record_usage=False)
+            raise
+        self.log_fields.update(tokens_in=result.get("input_tokens"), tokens_cached=result.get("cached_input_tokens"),
+                               tokens_cache_write=result.get("cache_write_tokens"),
+                               tokens_out=result.get("output_tokens"), tokens_reasoning=result.get("reasoning_tokens"),
+                               cost_usd=result.get("cost_usd"))
+        return result
+
+    def release(self, hold: Hold, error: ApiError, *, record_usage: bool = True) -> None:
+        """Close the hold without a charge (or, with recorded delivery, for what was delivered). If even
+        that fails, the scheduled expiry closes it; log it."""
+        try:
+            self.db.rpc("release_hold", {"hold_id": hold.id, "error_code": error.code, "latency_ms": self._ms(),
+                                         "record_usage": record_usage, "delivered_chars": self.delivered_chars},
+                        SERVICE)
+        except ApiError as exc:
+            log.error(json.dumps({"event": "release_failed", "hold_id": hold.id, "error_code": exc.code,
+                                  "then": "left open for the scheduled expiry"}))
+
+    # -- streams ------------------------------------------------------------------------------------------
+
+    def stream(self, hold: Hold, items: Iterator[Delta | Completion], prompt_chars: int,
+               settle: Callable[[str, Usage, bool], dict[str, Any]]) -> Iterator[StreamEvent]:
+        """Relay a model stream, with delivery on record before the user has it, and end it billed.
+
+        `settle(text, usage, partial)` writes the turn. The generator may be closed at any yield (the
+        client left): the `finally` then bills what was delivered.
+        """
+        parts: list[str] = []
+        last_report = 0.0
+        finished = False  # once True, the hold has been settled, released, or left to the expiry
+        try:
+            for item in items:
+                if isinstance(item, Completion):
+                    finished = True
+                    yield StreamEvent("done", result=settle(item.text, item.usage, False))
+                    return
+                if not item.text:
+                    continue
+                now = time.monotonic()
+                if not parts or now - last_report >= self.settings.hold_heartbeat_seconds:
+                    self._report(hold, self.delivered_chars + len(item.text), first=not parts)
+                    last_report = now
+                parts.append(item.text)
+                self.delivered_chars += len(item.text)
+                yield StreamEvent("delta", text=item.text)
+            raise ApiError("The model stream ended without a final message.", code="malformed_model_response")
+        except Exception as exc:
+            error = exc if isinstance(exc, ApiError) else InternalError("Internal error.")
+            if not isinstance(exc, ApiError):
+                log.exception("stream of hold %s broke", hold.id)
+            log.warning(json.dumps({"event": "stream_error", "hold_id": hold.id, "error_code": error.code,
+                                    "delivered_chars": self.delivered_chars}))
+            if not finished:
+                finished = True
+                self._end_early(hold, "".join(parts), prompt_chars, error, settle)
+            yield StreamEvent("error", error=error)
+        finally:
+            if not finished:  # the client went away (GeneratorExit at a yield)
+                self._end_early(hold, "".join(parts), prompt_chars,
+                                ApiError("The client disconnected.", code="client_disconnected"), settle)
+
+    def _report(self, hold: Hold, delivered_chars: int, *, first: bool) -> None:
+        """Put delivery on record before it happens. The first report must succeed (else nothing is sent);
+        later ones may fail while the database is away (the stream goes on; the settle records it all)."""
+        try:
+            status = self.db.rpc("touch_hold", {"hold_id": hold.id, "delivered_chars": delivered_chars}, SERVICE)
+        except ServiceUnavailable:
+            if first:
+                raise
+            log.warning(json.dumps({"event": "heartbeat_failed", "hold_id": hold.id}))
+            return
+        if status != "open":
+            raise Conflict(f"The hold of this request was closed ({status}) while the answer streamed.",
+                           code="hold_closed", details={"hold_status": status})
+
+    def _end_early(self, hold: Hold, text: str, prompt_chars: int, error: ApiError,
+                   settle: Callable[[str, Usage, bool], dict[str, Any]]) -> None:
+        """Keep and bill what was delivered (usage estimated at 4 characters a token: the provider reports
+        none for a stream cut short), or release the hold when nothing was."""
+        self.log_fields["stream_end"] = error.code
+        if not text:
+            self.release(hold, error)
+            return
+        usage = Usage(math.ceil(prompt_chars / 4), 0, 0, math.ceil(len(text) / 4))
+        with contextlib.suppress(ApiError):  # logged by settle; release_hold or the expiry charges the delivered part
+            settle(text, usage, True)
+
+    def _ms(self) -> int:
+        return int((time.monotonic() - self.started) * 1000)
