@@ -24,6 +24,7 @@ from functions.errors import (
     Forbidden,
     InternalError,
     MethodNotAllowed,
+    NotFound,
     PayloadTooLarge,
     Unprocessable,
     UnsupportedMediaType,
@@ -230,19 +231,29 @@ def _cors_origin(settings: Settings, origin: str | None) -> str | None:
     return None
 
 
-def endpoint(function: str, methods: Iterable[str], *,
-             methods_for: Callable[[flask.Request], tuple[str, ...]] | None = None,
+def _route(routes: Mapping[str, tuple[str, ...]], path: str) -> tuple[str, ...]:
+    """The methods `path` answers: an exact route, else a `/*` route for one path segment; none: 404."""
+    path = path.rstrip("/")
+    if path in routes:
+        return routes[path]
+    parent, _, segment = path.rpartition("/")
+    return routes.get(f"{parent}/*", ()) if segment else ()
+
+
+def endpoint(function: str, methods: Iterable[str], subpaths: Mapping[str, Iterable[str]] | None = None,
              ) -> Callable[[Handler], Callable[[flask.Request], flask.Response]]:
-    """Wrap a handler with everything in this module's docstring. `methods_for`, when a function answers
-    different methods on different paths, names the methods of the request's path (a subset of `methods`)."""
-    function_methods = tuple(m.upper() for m in methods)
+    """Wrap a handler with everything in this module's docstring. The function answers `methods` at its
+    root and each of `subpaths` (e.g. `{"/models": ["GET"]}`, or `{"/*": ["DELETE"]}` for any one path
+    segment such as an id) with its own methods; other paths are 404."""
+    routes = {"": tuple(m.upper() for m in methods)} | {
+        path.rstrip("/"): tuple(m.upper() for m in ms) for path, ms in (subpaths or {}).items()}
 
     def wrap(handler: Handler) -> Callable[[flask.Request], flask.Response]:
         def serve(request: flask.Request) -> flask.Response:
             started = time.perf_counter()
-            allowed_methods = methods_for(request) if methods_for else function_methods
             request_id = _request_id(request)
             settings = runtime.settings()
+            allowed_methods = _route(routes, request.path)
             ctx = Context(request, request_id, function, settings)
             origin = request.headers.get("Origin")
             allow_origin = _cors_origin(settings, origin)
@@ -257,6 +268,8 @@ def endpoint(function: str, methods: Iterable[str], *,
                     response.headers["Access-Control-Allow-Headers"] = _ALLOWED_HEADERS
                     response.headers["Access-Control-Max-Age"] = "600"
                 else:
+                    if not allowed_methods:
+                        raise NotFound(f"The {function} function has no path {request.path}.", code="not_found")
                     if request.method not in allowed_methods:
                         raise MethodNotAllowed(f"This path answers {' or '.join(allowed_methods)} only.")
                     if request.content_length is not None and request.content_length > settings.max_body_bytes:

@@ -18,12 +18,7 @@ from functions.http import Context, endpoint, json_response
 from functions.schemas import KeyCreateRequest
 
 
-def _methods(request: flask.Request) -> tuple[str, ...]:
-    """/keys answers GET and POST; /keys/<id> answers DELETE."""
-    return ("DELETE",) if request.path.strip("/") else ("GET", "POST")
-
-
-@endpoint("keys", methods=("GET", "POST", "DELETE"), methods_for=_methods)
+@endpoint("keys", methods=("GET", "POST"), subpaths={"/*": ("DELETE",)})
 def handle(ctx: Context) -> flask.Response | Mapping[str, Any]:
     """List (GET /keys), create (POST /keys) or revoke (DELETE /keys/<id>) the caller's API keys."""
     key_path = ctx.request.path.strip("/")

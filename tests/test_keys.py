@@ -225,3 +225,10 @@ def test_the_browser_can_still_manage_keys_through_postgrest(api: Any) -> None:
         error(api.get("chat", headers=as_key(key)), 401, "invalid_api_key")
     finally:
         emulator.close()
+
+
+def test_paths_below_a_key_are_404(api: Any) -> None:
+    uid = api.db.make_user()
+    r = api.delete("keys", f"/{uuid.uuid4()}/more", user=uid)
+    assert r.status_code == 404 and r.json["error"]["code"] == "not_found"
+    assert r.json["error"]["message"].startswith("The keys function has no path /")
