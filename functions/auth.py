@@ -4,7 +4,8 @@ Access tokens are verified by signature with the algorithms fixed by configurati
 header): asymmetric keys from the project's JWKS (cached at most `JWKS_CACHE_SECONDS`, refetched once on
 an unknown `kid` so rotated keys work), or the legacy HS256 secret. `exp`, `iat`, `sub`, `iss` and `aud`
 are required. API keys (`sk_...`) are checked by the database. Anything missing, expired, forged or
-revoked is 401; a blocked or paused account using an API key is 403.
+revoked is 401, and so is an expired API key; a blocked or paused account using an API key is 403, and so is
+a key used outside its scopes (`Principal.require`: one check for every function).
 """
 
 from __future__ import annotations
@@ -26,11 +27,37 @@ from functions.settings import DEV_JWT_SECRET, DEV_SERVICE_SECRET, Settings
 LOCAL_ISSUER = "http://127.0.0.1:54321/auth/v1"  # what `supabase start` issues locally
 
 
+# The scope an API key needs for each function. A function not listed here refuses API keys altogether:
+# `keys` (creating, listing, revoking keys) takes the user's own access token only.
+KEY_SCOPES = ("models", "usage:read")
+FUNCTION_SCOPES: dict[str, str] = {"chat": "models", "compile": "models", "usage": "usage:read"}
+_TOKEN_ONLY_REASONS = {"keys": "An API key cannot create, list or revoke keys"}
+
+
 @dataclass(frozen=True)
 class Principal:
+    """The authenticated user. An access token may do everything the user may; an API key only what its
+    `scopes` allow (`require` is the one check)."""
+
     user_id: uuid.UUID
     method: Literal["jwt", "api_key"]
     caller: Caller
+    scopes: frozenset[str] = frozenset(KEY_SCOPES)
+    key_id: uuid.UUID | None = None
+
+    def require(self, function: str) -> None:
+        """403 unless this caller may use `function`: any access token; an API key with the function's scope."""
+        if self.method == "jwt":
+            return
+        scope = FUNCTION_SCOPES.get(function)
+        if scope is None:
+            reason = _TOKEN_ONLY_REASONS.get(function, f"An API key cannot call {function}")
+            raise Forbidden(f"{reason}: sign in and use your access token.", code="access_token_required")
+        if scope not in self.scopes:
+            raise Forbidden(
+                f"This API key lacks the '{scope}' scope that {function} needs; its scopes are "
+                f"{', '.join(sorted(self.scopes))}.",
+                code="insufficient_scope", details={"required_scope": scope, "key_scopes": sorted(self.scopes)})
 
 
 def _bearer(headers: Any) -> str | None:
@@ -58,7 +85,8 @@ class Jwks:
             response.raise_for_status()
             keyset = jwt.PyJWKSet.from_dict(response.json())
         except (httpx.HTTPError, ValueError, jwt.PyJWTError) as exc:
-            raise ServiceUnavailable("signing keys unavailable", code="jwks_unavailable") from exc
+            raise ServiceUnavailable("The signing keys of the project could not be fetched; try again shortly.",
+                                     code="jwks_unavailable") from exc
         self._keys = {k.key_id: k for k in keyset.keys if k.key_id}
         self._fetched = time.monotonic()
 
@@ -68,7 +96,7 @@ class Jwks:
             if stale or (kid not in self._keys and time.monotonic() - self._fetched > 1.0):
                 self._refresh()
             if kid not in self._keys:
-                raise Unauthorized("unknown signing key", code="invalid_token")
+                raise Unauthorized("The access token is signed by an unknown key.", code="invalid_token")
             return self._keys[kid]
 
 
@@ -92,35 +120,45 @@ class Authenticator:
 
     # -- users ---------------------------------------------------------------------------------------
 
-    def user(self, headers: Any, db: Database) -> Principal:
-        """The user behind the request's token or API key, or 401/403."""
+    def user(self, headers: Any, db: Database, function: str) -> Principal:
+        """The user behind the request's token or API key, allowed to call `function`; or 401/403."""
+        principal = self.identify(headers, db)
+        principal.require(function)
+        return principal
+
+    def identify(self, headers: Any, db: Database) -> Principal:
+        """The user behind the request's token or API key (401/403 when there is none or it is refused),
+        before any scope check: call `Principal.require` next, or use `user`."""
         api_key = headers.get("X-API-Key") or None
         token = _bearer(headers)
         if api_key is None and token is not None and token.startswith("sk_"):
             api_key, token = token, None
         if api_key is not None:
-            return self._api_key(api_key, db)
-        if token is None:
-            raise Unauthorized("an access token or API key is required", code="missing_credentials")
-        return self._jwt(token)
+            principal = self._api_key(api_key, db)
+        elif token is None:
+            raise Unauthorized("Send an access token or an API key in the Authorization header.",
+                               code="missing_credentials")
+        else:
+            principal = self._jwt(token)
+        return principal
 
     def verify_token(self, token: str) -> dict[str, Any]:
         """The claims of a valid access token; 401 otherwise."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
-            raise Unauthorized("malformed access token", code="invalid_token") from exc
+            raise Unauthorized("The access token is malformed.", code="invalid_token") from exc
         alg = header.get("alg")
         if alg not in self.algorithms:
-            raise Unauthorized("token algorithm not accepted", code="invalid_token")
+            raise Unauthorized("The access token's signing algorithm is not accepted.", code="invalid_token")
         key: Any
         if alg == "HS256":
             if not self.hs_secret:
-                raise Unauthorized("token algorithm not accepted", code="invalid_token")
+                raise Unauthorized("The access token's signing algorithm is not accepted.", code="invalid_token")
             key = self.hs_secret
         else:
             if self.jwks is None:
-                raise Unauthorized("token algorithm not accepted", code="invalid_token")
+                raise Unauthorized("The access token's signing algorithm is not accepted.", code="invalid_token")
             key = self.jwks.key(header.get("kid"))
         try:
             return dict(jwt.decode(
@@ -128,26 +166,27 @@ class Authenticator:
                 options={"require": ["exp", "iat", "sub", "iss", "aud"]}, leeway=5,
             ))
         except jwt.ExpiredSignatureError as exc:
-            raise Unauthorized("access token expired", code="token_expired") from exc
+            raise Unauthorized("The access token has expired; sign in again.", code="token_expired") from exc
         except jwt.PyJWTError as exc:
-            raise Unauthorized("invalid access token", code="invalid_token") from exc
+            raise Unauthorized("The access token is not valid.", code="invalid_token") from exc
 
     def _jwt(self, token: str) -> Principal:
         claims = self.verify_token(token)
         if claims.get("role", "authenticated") != "authenticated":
-            raise Unauthorized("a user access token is required", code="invalid_token")
+            raise Unauthorized("A user's access token is required.", code="invalid_token")
         try:
             user_id = uuid.UUID(str(claims["sub"]))
         except ValueError as exc:
-            raise Unauthorized("token subject is not a user id", code="invalid_token") from exc
+            raise Unauthorized("The access token's subject is not a user id.", code="invalid_token") from exc
         return Principal(user_id, "jwt", Caller("authenticated", user_id, token))
 
     def _api_key(self, key: str, db: Database) -> Principal:
-        found = db.rpc("authenticate_api_key", {"key": key}, SERVICE)
+        found = db.rpc("authenticate_api_key", {"key": key}, SERVICE)  # 401 unknown, revoked or expired
         if found.get("status") != "active":
-            raise Forbidden(f"account is {found.get('status')}", code=f"account_{found.get('status')}")
+            raise Forbidden(code=f"account_{found.get('status')}")
         user_id = uuid.UUID(found["user_id"])
-        return Principal(user_id, "api_key", Caller("authenticated", user_id, None))
+        return Principal(user_id, "api_key", Caller("authenticated", user_id, None),
+                         frozenset(found.get("scopes") or ()), uuid.UUID(found["key_id"]))
 
     # -- services ------------------------------------------------------------------------------------
 
@@ -157,7 +196,7 @@ class Authenticator:
         if not token or not self.service_secret or not hmac.compare_digest(
             token.encode(), self.service_secret.encode()
         ):
-            raise Unauthorized("service credentials required", code="service_credentials_required")
+            raise Unauthorized("This operation needs the service secret.", code="service_credentials_required")
 
 
 def mint_dev_token(user_id: uuid.UUID | str, *, secret: str = DEV_JWT_SECRET, issuer: str = LOCAL_ISSUER,

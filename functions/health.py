@@ -47,7 +47,7 @@ def handle(ctx: Context) -> flask.Response | Mapping[str, Any]:
         failing.append("database")
         checks["database"] = {"ok": False, "error": type(exc).__name__}
     if failing:
-        error = ServiceUnavailable(f"unhealthy: {', '.join(failing)}", code="unhealthy",
+        error = ServiceUnavailable(f"Unhealthy: {', '.join(failing)} failed the probe.", code="unhealthy",
                                    details={"failing": failing, **checks})
         ctx.log_fields["error_code"] = "unhealthy"
         return json_response(error.body(ctx.request_id), error.status)

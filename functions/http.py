@@ -71,10 +71,15 @@ class Context:
         return runtime.database()
 
     def authenticate_user(self) -> Principal:
-        self.principal = runtime.authenticator().user(self.request.headers, self.db)
-        self.log_fields["user_id"] = str(self.principal.user_id)
-        self.log_fields["auth"] = self.principal.method
-        return self.principal
+        """The caller, allowed to use this function (an API key only within its scopes); else 401/403."""
+        principal = runtime.authenticator().identify(self.request.headers, self.db)
+        self.log_fields["user_id"] = str(principal.user_id)  # logged even when the scope check refuses it
+        self.log_fields["auth"] = principal.method
+        if principal.key_id is not None:
+            self.log_fields["api_key_id"] = str(principal.key_id)
+        principal.require(self.function)
+        self.principal = principal
+        return principal
 
     def authenticate_service(self) -> None:
         runtime.authenticator().service(self.request.headers)
@@ -83,11 +88,12 @@ class Context:
     def json_body(self, model: type[M]) -> M:
         """The body parsed into `model`: 415 if not JSON, 400 if malformed, 422 naming each bad field."""
         if not self.request.is_json:
-            raise UnsupportedMediaType("send Content-Type: application/json", code="unsupported_media_type")
+            raise UnsupportedMediaType("Send the body as JSON, with Content-Type: application/json.",
+                                       code="unsupported_media_type")
         limit = self.settings.max_body_bytes
         raw = self.request.stream.read(limit + 1)  # bounded even for chunked bodies with no Content-Length
         if len(raw) > limit:
-            raise PayloadTooLarge(f"body is over {limit} bytes")
+            raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes.")
         # pydantic parses and validates in one pass (Rust); malformed JSON, invalid UTF-8, unpaired surrogate
         # escapes and absurd nesting all come back as `json_invalid`.
         try:
@@ -99,30 +105,108 @@ class Context:
             try:
                 raw.decode("utf-8")
             except UnicodeDecodeError:
-                raise BadRequest("body is not valid UTF-8", code="invalid_utf8") from None
-            raise BadRequest(f"body is not valid JSON: {invalid['msg'].removeprefix('Invalid JSON: ')}",
+                raise BadRequest("The request body is not valid UTF-8.", code="invalid_utf8") from None
+            raise BadRequest(f"The request body is not valid JSON: {invalid['msg'].removeprefix('Invalid JSON: ')}.",
                              code="invalid_json") from None
 
     def query(self, model: type[M]) -> M:
         """The query string parsed into `model` (422 naming each bad field)."""
-        return validate(model, {k: v for k, v in self.request.args.items()})
+        return validate(model, {k: v for k, v in self.request.args.items()}, where="Query parameter")
 
 
-def validate(model: type[M], data: Any) -> M:
+def validate(model: type[M], data: Any, *, where: str = "Field") -> M:
+    """`data` validated into `model`; 422 naming each bad field (`where`: "Field" or "Query parameter")."""
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as exc:
-        raise _unprocessable(exc) from None
+        raise _unprocessable(exc, where) from None
 
 
-def _unprocessable(exc: pydantic.ValidationError) -> Unprocessable:
-    """A 422 whose message and details name every bad field."""
+# What a field must be, by pydantic error type; the context values (`{max_length}`...) come from pydantic.
+_MUST: dict[str, str] = {
+    "missing": "is required",
+    "extra_forbidden": "is not a field of this request",
+    "string_too_long": "must be at most {max_length} characters",
+    "string_too_short": "must be at least {min_length} characters",
+    "too_long": "must have at most {max_length} items",
+    "too_short": "must have at least {min_length} items",
+    "greater_than_equal": "must be at least {ge}",
+    "greater_than": "must be greater than {gt}",
+    "less_than_equal": "must be at most {le}",
+    "less_than": "must be less than {lt}",
+    "literal_error": "must be {expected}",
+    "enum": "must be {expected}",
+    "string_pattern_mismatch": "must match the pattern {pattern}",
+    "string_type": "must be a string",
+    "int_type": "must be an integer",
+    "int_parsing": "must be an integer",
+    "int_from_float": "must be a whole number",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "decimal_parsing": "must be a number",
+    "decimal_type": "must be a number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "list_type": "must be a list",
+    "dict_type": "must be an object",
+    "model_type": "must be an object",
+    "model_attributes_type": "must be an object",
+    "uuid_type": "must be a UUID",
+    "uuid_parsing": "must be a UUID",
+    "date_type": "must be a date (YYYY-MM-DD)",
+    "date_parsing": "must be a date (YYYY-MM-DD)",
+    "date_from_datetime_parsing": "must be a date (YYYY-MM-DD)",
+    "date_from_datetime_inexact": "must be a date (YYYY-MM-DD) without a time",
+    "datetime_type": "must be a date and time (ISO 8601)",
+    "datetime_parsing": "must be a date and time (ISO 8601)",
+    "datetime_from_date_parsing": "must be a date and time (ISO 8601)",
+    "timezone_aware": "must be a date and time with a time zone",
+}
+
+
+def _kind(err: Any) -> str:
+    """The pydantic error type; a length check applied to a string after a validator counts characters, which
+    pydantic reports as a list's `too_long`/`too_short`."""
+    kind = str(err["type"])
+    return f"string_{kind}" if kind in ("too_long", "too_short") and isinstance(err.get("input"), str) else kind
+
+
+def _must(err: Any) -> str:
+    """What the field must be, as the end of a sentence that starts with the field's name."""
+    kind = _kind(err)
+    ctx = err.get("ctx") or {}
+    if kind in ("string_too_short", "too_short") and ctx.get("min_length") == 1:
+        return "must not be empty"
+    if kind in ("string_too_long", "too_long") and ctx.get("max_length") == 1:
+        return "must have at most one " + ("character" if kind == "string_too_long" else "item")
+    template = _MUST.get(kind)
+    if template is not None:
+        try:
+            return template.format(**ctx)
+        except (KeyError, IndexError):
+            pass
+    text = str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ").rstrip(".")
+    if text.startswith(("must ", "is ")):
+        return text
+    for prefix in ("Input should", "String should", "List should", "Value should", "Decimal input should"):
+        if text.startswith(prefix):
+            return "must" + text.removeprefix(prefix)
+    return f"is not valid: {text[:1].lower()}{text[1:]}" if text else "is not valid"
+
+
+def _unprocessable(exc: pydantic.ValidationError, where: str = "Field") -> Unprocessable:
+    """A 422 whose message says, in a sentence, what each bad field must be; `details.fields` lists them."""
     problems = [
-        {"field": ".".join(str(p) for p in err["loc"]) or "body", "message": err["msg"], "type": err["type"]}
-        for err in exc.errors(include_url=False, include_input=False)
+        {"field": ".".join(str(p) for p in err["loc"]) or "body", "message": _must(err), "type": _kind(err)}
+        for err in exc.errors(include_url=False)  # the input is read (str or not), never sent back
     ]
-    summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
-    return Unprocessable(summary, code="validation_error", details=problems)
+    parts = [f"the request body {p['message']}" if p["field"] == "body" else f"'{p['field']}' {p['message']}"
+             for p in problems]
+    if len(parts) == 1:
+        message = parts[0] if problems[0]["field"] == "body" else f"{where} {parts[0]}"
+    else:
+        message = f"{len(parts)} problems: " + "; ".join(parts)
+    return Unprocessable(message, code="validation_error", details={"fields": problems})
 
 
 def json_response(body: Any, status: int = 200) -> flask.Response:
@@ -147,10 +231,20 @@ def _cors_origin(settings: Settings, origin: str | None) -> str | None:
     return None
 
 
+def _route(routes: Mapping[str, tuple[str, ...]], path: str) -> tuple[str, ...]:
+    """The methods `path` answers: an exact route, else a `/*` route for one path segment; none: 404."""
+    path = path.rstrip("/")
+    if path in routes:
+        return routes[path]
+    parent, _, segment = path.rpartition("/")
+    return routes.get(f"{parent}/*", ()) if segment else ()
+
+
 def endpoint(function: str, methods: Iterable[str], subpaths: Mapping[str, Iterable[str]] | None = None,
              ) -> Callable[[Handler], Callable[[flask.Request], flask.Response]]:
     """Wrap a handler with everything in this module's docstring. The function answers `methods` at its
-    root and each of `subpaths` (e.g. `{"/models": ["GET"]}`) with its own methods; other paths are 404."""
+    root and each of `subpaths` (e.g. `{"/models": ["GET"]}`, or `{"/*": ["DELETE"]}` for any one path
+    segment such as an id) with its own methods; other paths are 404."""
     routes = {"": tuple(m.upper() for m in methods)} | {
         path.rstrip("/"): tuple(m.upper() for m in ms) for path, ms in (subpaths or {}).items()}
 
@@ -159,7 +253,7 @@ def endpoint(function: str, methods: Iterable[str], subpaths: Mapping[str, Itera
             started = time.perf_counter()
             request_id = _request_id(request)
             settings = runtime.settings()
-            allowed_methods = routes.get(request.path.rstrip("/"), ())
+            allowed_methods = _route(routes, request.path)
             ctx = Context(request, request_id, function, settings)
             origin = request.headers.get("Origin")
             allow_origin = _cors_origin(settings, origin)
@@ -167,25 +261,26 @@ def endpoint(function: str, methods: Iterable[str], subpaths: Mapping[str, Itera
             try:
                 if request.method == "OPTIONS":
                     if origin and allow_origin is None:
-                        raise Forbidden("origin not allowed", code="cors_origin_not_allowed")
+                        raise Forbidden(f"The origin {origin} may not call this function (CORS).",
+                                        code="cors_origin_not_allowed")
                     response = flask.Response(status=204)
                     response.headers["Access-Control-Allow-Methods"] = ", ".join((*allowed_methods, "OPTIONS"))
                     response.headers["Access-Control-Allow-Headers"] = _ALLOWED_HEADERS
                     response.headers["Access-Control-Max-Age"] = "600"
                 else:
                     if not allowed_methods:
-                        raise NotFound(f"{function} has no {request.path}.", code="not_found")
+                        raise NotFound(f"The {function} function has no path {request.path}.", code="not_found")
                     if request.method not in allowed_methods:
-                        raise MethodNotAllowed(f"use {' or '.join(allowed_methods)}", code="method_not_allowed")
+                        raise MethodNotAllowed(f"This path answers {' or '.join(allowed_methods)} only.")
                     if request.content_length is not None and request.content_length > settings.max_body_bytes:
-                        raise PayloadTooLarge(f"body is over {settings.max_body_bytes} bytes")
+                        raise PayloadTooLarge(f"The request body is over the limit of {settings.max_body_bytes} bytes.")
                     result = handler(ctx)
                     response = result if isinstance(result, flask.Response) else json_response(result)
             except ApiError as exc:
                 error = exc
             except Exception:
                 log.exception(json.dumps({"function": function, "request_id": ctx.request_id, "event": "unhandled"}))
-                error = InternalError("internal error")
+                error = InternalError("Something went wrong on our side; the request id identifies it in the logs.")
             request_id = ctx.request_id  # a handler may adopt the body's idempotency key as the request id
             if error is not None:
                 response = json_response(error.body(request_id), error.status)

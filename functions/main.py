@@ -13,7 +13,7 @@ import functions_framework
 
 from functions import runtime
 
-TARGETS = ("chat", "compile", "usage", "refresh_views", "health")
+TARGETS = ("chat", "compile", "usage", "keys", "refresh_views", "health")
 
 # Validate the configuration when the instance starts, not at its first request: with
 # ENVIRONMENT=production, unsafe settings stop the process here with every problem named.
@@ -37,6 +37,13 @@ def compile(request: flask.Request) -> flask.Response:
 @functions_framework.http
 def usage(request: flask.Request) -> flask.Response:
     from functions.usage import handle
+
+    return handle(request)
+
+
+@functions_framework.http
+def keys(request: flask.Request) -> flask.Response:
+    from functions.keys import handle
 
     return handle(request)
 

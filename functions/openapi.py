@@ -37,10 +37,11 @@ JsonObject = dict[str, Any]
 # Every failure shares one envelope (the `Error` schema); what each status means for these functions.
 ERROR_REASONS: dict[int, str] = {
     400: "Malformed request: the body is not valid JSON or UTF-8, or the database rejected a value.",
-    401: "Missing, expired, forged or revoked credentials.",
+    401: "Missing, expired, forged or revoked credentials (an access token or an API key).",
     402: "The monthly quota is spent or the balance cannot cover the worst case of this call.",
-    403: "The account is blocked or paused (model calls, API keys), or the role may not do this.",
-    404: "A named session or project does not exist or is not the caller's.",
+    403: "The account is blocked or paused (model calls, API keys), an API key was used outside its scopes "
+         "or to manage keys, or the role may not do this.",
+    404: "A named session, project or API key does not exist or is not the caller's.",
     405: "The function does not answer this method (the `Allow` header lists the ones it does).",
     409: "A request with this id is still running, or failed: send it again with a new id.",
     413: "The body is over the limit (`MAX_BODY_BYTES`, 256 KiB by default).",
@@ -59,6 +60,7 @@ _STATUS_NAMES = {
 }
 
 USER_SECURITY: list[JsonObject] = [{"bearerAuth": []}, {"apiKeyAuth": []}]
+TOKEN_SECURITY: list[JsonObject] = [{"bearerAuth": []}]  # the user's access token only, never an API key
 SERVICE_SECURITY: list[JsonObject] = [{"serviceBearer": []}, {"serviceSecretHeader": []}]
 
 # Statuses each kind of operation can answer besides its success.
@@ -243,6 +245,33 @@ def build() -> JsonObject:
         responses={"200": _success("How many events were new.", c.ref(schemas.IngestResponse, "serialization")),
                    **_errors(*_JSON_BODY, 401, 409, 503)},
     )
+    keys_create = _operation(
+        "keys_create", "Create an API key (shown once)",
+        "The answer holds the key itself, the only time it is ever sent (only its hash is stored). `scopes`: "
+        "`models` (chat, compile) and/or `usage:read` (GET /usage), default both; optional expiry. The user's "
+        "access token only: an API key cannot create, list or revoke keys (403 `access_token_required`).",
+        security=TOKEN_SECURITY,
+        body=c.ref(schemas.KeyCreateRequest, "validation"),
+        responses={"201": _success("The new key, with its secret.", c.ref(schemas.ApiKeyCreated, "serialization")),
+                   **_errors(*_JSON_BODY, *_USER)},
+    )
+    keys_list = _operation(
+        "keys_list", "List the caller's API keys",
+        "Newest first, with status `active`, `expired` or `revoked`; never a secret. The user's access token only.",
+        security=TOKEN_SECURITY,
+        responses={"200": _success("The keys.", c.ref(schemas.KeyListResponse, "serialization")),
+                   **_errors(*_USER)},
+    )
+    keys_revoke = _operation(
+        "keys_revoke", "Revoke an API key",
+        "The key stops working at once (401 `invalid_api_key`). Revoking it again answers the first revocation. "
+        "The user's access token only.",
+        security=TOKEN_SECURITY,
+        parameters=[{"name": "key_id", "in": "path", "required": True, "description": "The key's `id`.",
+                     "schema": {"type": "string", "format": "uuid"}}],
+        responses={"200": _success("The revoked key.", c.ref(schemas.KeyRevoked, "serialization")),
+                   **_errors(404, *_USER)},
+    )
     refresh_views = _operation(
         "refresh_views", "Refresh the usage views and expire stale holds (service secret)",
         "The scheduled job; also a CloudEvent target. Takes no body.",
@@ -286,6 +315,8 @@ def build() -> JsonObject:
             "/chat/models": {"get": chat_models},
             "/compile": {"post": compile_},
             "/usage": {"get": usage_summary, "post": usage_ingest},
+            "/keys": {"get": keys_list, "post": keys_create},
+            "/keys/{key_id}": {"delete": keys_revoke},
             "/refresh_views": {"post": refresh_views},
             "/health": {"get": health},
         },
@@ -308,7 +339,9 @@ def build() -> JsonObject:
                 "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
                                "description": "A Supabase access token of the user."},
                 "apiKeyAuth": {"type": "apiKey", "in": "header", "name": "X-API-Key",
-                               "description": "A user's API key (`sk_...`); also accepted as a bearer token."},
+                               "description": "A user's API key (`sk_...`, from `POST /keys`); also accepted as a "
+                                              "bearer token. Only within its scopes: `models` for /chat and "
+                                              "/compile, `usage:read` for GET /usage."},
                 "serviceBearer": {"type": "http", "scheme": "bearer",
                                   "description": "The service secret (`SERVICE_SECRET`), never a user token."},
                 "serviceSecretHeader": {"type": "apiKey", "in": "header", "name": "X-Service-Secret",

@@ -10,7 +10,8 @@ fails CI. Rules of the mirror:
   `jsonb` -> `dict[str, Any]`, `list[Any]` or `Any`;
 - `integer`, `bigint` and `numeric(p,s)` carry their exact Postgres type as a `PgType` marker (and the
   bounds Postgres enforces) because the Python type alone (`int`, `Decimal`) does not say which;
-- a text column restricted by `check (col in (...))` is a `Literal` of exactly those values.
+- a text column restricted by `check (col in (...))` is a `Literal` of exactly those values;
+- a `text[]` column restricted by `check (col <@ array[...])` is a `list` of such a `Literal`.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ Money = Annotated[Decimal, Field(max_digits=14, decimal_places=6), PgType("numer
 
 HoldStatus = Literal["open", "settled", "released", "expired"]
 Operation = Literal["chat", "compile"]
+ApiKeyScope = Literal["models", "usage:read"]
 
 
 class Row(BaseModel):
@@ -96,6 +98,8 @@ class ApiKey(Row):
     last_used_at: datetime | None
     revoked_at: datetime | None
     created_at: datetime
+    scopes: list[ApiKeyScope]
+    expires_at: datetime | None
 
 
 class BillingAccount(Row):

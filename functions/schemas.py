@@ -285,18 +285,86 @@ class ModelList(BaseModel):
     default_model: str | None
 
 
+class FieldProblem(BaseModel):
+    field: str = Field(description="The field's name (dotted for nested fields; `body` for the whole body).")
+    message: str = Field(description="What the field must be, e.g. `must be at most 32000 characters`.")
+    type: str = Field(description="Machine-readable kind of problem, e.g. `string_too_long`, `missing`.")
+
+
+class ErrorDetails(BaseModel):
+    """The one shape of `details`: an object; `fields` and `reason` as described, plus facts of the error."""
+
+    model_config = ConfigDict(extra="allow")
+
+    fields: list[FieldProblem] | None = Field(default=None, description="One entry per invalid input field.")
+    reason: str | None = Field(default=None, description="The database's own explanation, verbatim.")
+
+
 class ErrorBody(BaseModel):
-    code: str = Field(description="Machine-readable, e.g. `validation_error`, `payment_required`.")
-    message: str = Field(description="For people; a 422 names each bad field.")
+    code: str = Field(description="Machine-readable, e.g. `validation_error`, `insufficient_credits`.")
+    message: str = Field(description="For people: sentences naming the field or thing, with the values that "
+                                     "matter, e.g. `Field 'message' must be at most 32000 characters.`")
     request_id: str = Field(description="The request's id, also in the `X-Request-Id` response header.")
-    details: Any = Field(default=None, description="Present on some errors: for a 422 from validation, a list "
-                                                   "of `{field, message, type}`.")
+    details: ErrorDetails | None = Field(
+        default=None, description="Present on some errors; always an object: `fields` (invalid input fields), "
+                                  "`reason` (the database's explanation) and facts of that error, e.g. "
+                                  "`provider_status`, `failing`, `required_scope`.")
 
 
 class Error(BaseModel):
     """The envelope of every failure (`functions.errors.ApiError.body`)."""
 
     error: ErrorBody
+
+
+# -- API keys -------------------------------------------------------------------------------------------
+
+KeyScope = Literal["models", "usage:read"]
+
+
+class KeyCreateRequest(Input):
+    name: Annotated[Text, StringConstraints(min_length=1, max_length=100)] = Field(
+        description="A label for you, e.g. the machine or script that uses the key.")
+    scopes: Annotated[list[KeyScope], Field(min_length=1, max_length=2)] | None = Field(
+        default=None, description="`models` (chat, compile) and/or `usage:read` (GET /usage); default both. "
+                                  "No key may manage keys.")
+    expires_in_days: Annotated[int, Field(ge=1, le=3650)] | None = Field(
+        default=None, description="The key stops working this many days from now. Not with `expires_at`.")
+    expires_at: datetime | None = Field(
+        default=None, description="The key stops working at this instant (within 3650 days). Not with "
+                                  "`expires_in_days`. Neither: the key does not expire.")
+
+
+class ApiKeyItem(BaseModel):
+    id: uuid.UUID
+    name: str
+    prefix: str = Field(description="The 12 hex digits after `sk_`, to recognise a key; never the secret.")
+    scopes: list[KeyScope]
+    expires_at: datetime | None
+    status: Literal["active", "expired", "revoked"]
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+    created_at: datetime
+
+
+class ApiKeyCreated(BaseModel):
+    id: uuid.UUID
+    name: str
+    prefix: str
+    scopes: list[KeyScope]
+    expires_at: datetime | None
+    created_at: datetime
+    key: str = Field(description="The key itself (`sk_<prefix>_<secret>`), shown this once: only its hash is "
+                                 "stored. Send it as `Authorization: Bearer sk_...` or `X-API-Key`.")
+
+
+class KeyListResponse(BaseModel):
+    items: list[ApiKeyItem] = Field(description="The caller's keys, newest first, revoked and expired included.")
+
+
+class KeyRevoked(BaseModel):
+    id: uuid.UUID
+    revoked_at: datetime = Field(description="When the key was revoked (the first revocation stands).")
 
 
 # -- cursors --------------------------------------------------------------------------------------------

@@ -58,7 +58,7 @@ def build_app() -> Any:
             start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
             return [("functions: " + ", ".join(f"/{t}" for t in TARGETS) + "\n").encode()]
         start_response("404 Not Found", [("Content-Type", "application/json")])
-        return [b'{"error": {"code": "not_found", "message": "no such function"}}']
+        return [b'{"error": {"code": "not_found", "message": "No function is served at this path."}}']
 
     return DispatcherMiddleware(index_or_404, apps)
 

@@ -68,6 +68,9 @@ class Api:
     def get(self, target: str, **kwargs: Any) -> Any:
         return self.call("GET", target, **kwargs)
 
+    def delete(self, target: str, path: str, **kwargs: Any) -> Any:
+        return self.call("DELETE", target, path=path, **kwargs)
+
     def service(self, target: str, body: Any = None, **kwargs: Any) -> Any:
         headers = {"Authorization": f"Bearer {SERVICE_SECRET}", **kwargs.pop("headers", {})}
         return self.post(target, body, headers=headers, **kwargs)

@@ -116,3 +116,39 @@ def test_compile_shows_code_and_diagnostics(page: Any) -> None:
     page.wait_for_selector("[data-testid=code]:has-text('select 1')")
     assert "no diagnostics" in page.text_content("[data-testid=diagnostics]")
     page.screenshot(path=str(SHOTS / "compile.png"), full_page=True)
+
+
+def test_key_screen_creates_copies_lists_and_revokes_a_key(page: Any, servers: Servers) -> None:
+    import httpx
+
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=servers.demo_url)
+    page.click("nav button[data-page=keys]")
+    page.fill("#key-name", "dashboard script")
+    page.uncheck("#key-form input[value=models]")
+    page.select_option("#key-expiry", "7")
+    page.click("#create-key")
+    page.wait_for_selector("[data-testid=new-key-value]:has-text('sk_')")
+    key = page.text_content("[data-testid=new-key-value]") or ""
+    page.click("#copy-key")
+    page.wait_for_selector("[data-testid=copy-status]:has-text('Copied')")
+    assert page.evaluate("navigator.clipboard.readText()") == key
+    row = page.locator("#keys tbody tr:has-text('dashboard script')")
+    assert row.locator("td").nth(2).text_content() == "usage:read"
+    assert row.locator("td").nth(3).text_content() == "active"
+    assert key[16:] not in (page.text_content("#keys") or "")  # the list shows the prefix, never the secret
+    page.screenshot(path=str(SHOTS / "keys.png"), full_page=True)
+
+    # The key works for what its scope allows, and nothing else.
+    headers = {"X-API-Key": key}
+    assert httpx.get(f"{servers.functions_url}/usage", headers=headers).status_code == 200
+    refused = httpx.post(f"{servers.functions_url}/chat", headers=headers, json={"message": "hi"})
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "insufficient_scope"
+
+    row.locator("button.revoke").click()
+    page.wait_for_selector("#keys tbody tr.revoked:has-text('dashboard script')")
+    assert httpx.get(f"{servers.functions_url}/usage", headers=headers).status_code == 401
+
+    page.click("nav button[data-page=chat]")  # leaving the screen forgets the key: it was shown once
+    page.click("nav button[data-page=keys]")
+    page.wait_for_selector("#keys tbody tr.revoked")
+    assert page.is_hidden("[data-testid=new-key]") and key not in page.content()

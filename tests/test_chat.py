@@ -145,7 +145,7 @@ def test_bad_input_is_422_naming_the_field(api: Any, body: dict[str, Any], field
     r = api.post("chat", body, user=uid)
     assert r.status_code == 422, r.json
     assert field in r.json["error"]["message"]
-    assert any(d["field"] == field for d in r.json["error"]["details"])
+    assert any(d["field"] == field for d in r.json["error"]["details"]["fields"])
 
 
 def test_unknown_model_is_422(api: Any) -> None:
@@ -198,7 +198,7 @@ def test_listing_another_users_session_is_404(api: Any) -> None:
 def test_bad_cursor_is_422_naming_cursor(api: Any, cursor: str) -> None:
     uid = api.db.make_user(balance=5)
     r = api.get("chat", user=uid, query_string={"cursor": cursor})
-    assert r.status_code == 422 and r.json["error"]["details"][0]["field"] == "cursor"
+    assert r.status_code == 422 and r.json["error"]["details"]["fields"][0]["field"] == "cursor"
 
 
 # -- which model answers --------------------------------------------------------------------------------

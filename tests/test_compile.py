@@ -51,7 +51,7 @@ def test_compile_in_a_project_of_another_user_is_404_and_not_billed(api: Any) ->
 def test_compile_bad_input_is_422_naming_the_field(api: Any, body: dict[str, Any], field: str) -> None:
     uid = api.db.make_user(balance=5)
     r = api.post("compile", body, user=uid)
-    assert r.status_code == 422 and any(d["field"] == field for d in r.json["error"]["details"])
+    assert r.status_code == 422 and any(d["field"] == field for d in r.json["error"]["details"]["fields"])
 
 
 def test_compile_same_request_id_is_replayed_not_rebilled(api: Any) -> None:

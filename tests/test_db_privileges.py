@@ -25,7 +25,7 @@ EXPECTED: dict[str, dict[str, list[str]]] = {
         "plans": _SELECT,
         "model_prices": _SELECT,
         "profiles": ["SELECT", "UPDATE(display_name)"],
-        "api_keys": ["SELECT(created_at, id, last_used_at, name, prefix, revoked_at, user_id)"],
+        "api_keys": ["SELECT(created_at, expires_at, id, last_used_at, name, prefix, revoked_at, scopes, user_id)"],
         "billing_accounts": _SELECT,
         "holds": _SELECT,
         "credit_ledger": _SELECT,

@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from functions.db.postgres import as_sql_literal
 from functions.rows import TABLES
 from tests.pg import Sql
 
@@ -88,11 +89,15 @@ BROWSER_RPCS = {
 # Helpers (also used by the other database tests) --------------------------------------------------------
 
 
-def create_api_key(db: Sql, name: str | None, user_id: uuid.UUID | None, *, as_user: uuid.UUID | None = None) -> Any:
-    """`create_api_key` as the service (or as `as_user`); its `p_name` clashes with `Sql.rpc`'s `name`."""
+def create_api_key(db: Sql, name: str | None, user_id: uuid.UUID | None, *, as_user: uuid.UUID | None = None,
+                   **args: Any) -> Any:
+    """`create_api_key` as the service (or as `as_user`); its `p_name` clashes with `Sql.rpc`'s `name`.
+    `args` are further arguments (`scopes`, `expires_at`, `expires_in_days`), sent as PostgREST would."""
     role = "service_role" if as_user is None else "authenticated"
+    extra = "".join(f", p_{k} => %s" for k in args)
+    values = [name, user_id, *(as_sql_literal(v) for v in args.values())]
     with db.acting(role, as_user) as c:
-        row = c.execute("select public.create_api_key(p_name => %s, p_user_id => %s) as r", (name, user_id)).fetchone()
+        row = c.execute(f"select public.create_api_key(p_name => %s, p_user_id => %s{extra}) as r", values).fetchone()
     return row["r"]
 
 
@@ -310,7 +315,8 @@ def test_api_key_hash_is_not_readable_by_users(world: World) -> None:
                          " from public.api_keys").fetchall()
     assert [r["user_id"] for r in rows] == [a]
     listed = db.rpc("list_api_keys", as_role="authenticated", as_user=a)
-    assert listed and all(set(k) == {"id", "name", "prefix", "last_used_at", "revoked_at", "created_at"}
+    assert listed and all(set(k) == {"id", "name", "prefix", "scopes", "expires_at", "status",
+                                              "last_used_at", "revoked_at", "created_at"}
                           for k in listed)
 
 

@@ -7,6 +7,7 @@ import hashlib
 import re
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -617,7 +618,8 @@ def test_api_key_lifecycle(db: Sql) -> None:
     assert all("key" not in k and "key_hash" not in k for k in listed)
 
     who = db.rpc("authenticate_api_key", key=key)
-    assert who == {"user_id": str(uid), "key_id": created["id"], "status": "active"}
+    assert who == {"user_id": str(uid), "key_id": created["id"], "status": "active",
+                   "scopes": ["models", "usage:read"], "expires_at": None}
     assert db.one("select last_used_at from public.api_keys where id = %s", (created["id"],)) is not None
 
     revoked = db.rpc("revoke_api_key", as_role="authenticated", as_user=uid, key_id=created["id"])
@@ -644,6 +646,40 @@ def test_create_api_key_validates_the_name(db: Sql) -> None:
         with pytest.raises(psycopg.Error) as err:
             create_api_key(db, name, uid)
         assert err.value.sqlstate == "PT422" and snapshot(db) == before
+
+
+def test_api_key_scopes_and_expiry_are_stored_and_reported(db: Sql) -> None:
+    uid = db.make_user()
+    usage_only = create_api_key(db, "dash", uid, as_user=uid, scopes=["usage:read", "usage:read"], expires_in_days=7)
+    assert usage_only["scopes"] == ["usage:read"]  # duplicates collapse
+    expires = datetime.fromisoformat(usage_only["expires_at"])
+    assert timedelta(days=6, hours=23) < expires - datetime.now(UTC) <= timedelta(days=7)
+    until = (datetime.now(UTC) + timedelta(days=30)).replace(microsecond=0)
+    dated = create_api_key(db, "ci", uid, scopes=["models"], expires_at=until)
+    assert datetime.fromisoformat(dated["expires_at"]) == until and dated["scopes"] == ["models"]
+    assert db.rpc("authenticate_api_key", key=dated["key"])["scopes"] == ["models"]
+
+    db.q("update public.api_keys set expires_at = now() - interval '1 second' where id = %s", (dated["id"],))
+    err = fails(db, "PT401", "authenticate_api_key", key=dated["key"])
+    assert err.diag.message_primary == "api_key_expired"
+    statuses = {k["name"]: k["status"] for k in db.rpc("list_api_keys", as_role="authenticated", as_user=uid)}
+    assert statuses == {"dash": "active", "ci": "expired"}
+
+
+@pytest.mark.parametrize("args", [
+    {"scopes": []}, {"scopes": ["keys"]}, {"scopes": ["models", "admin"]}, {"scopes": {"models": True}},
+    {"scopes": [1]},
+    {"expires_in_days": 0}, {"expires_in_days": 3651},
+    {"expires_at": "2000-01-01T00:00:00Z"}, {"expires_at": "2999-01-01T00:00:00Z"},
+    {"expires_at": "2999-01-01T00:00:00Z", "expires_in_days": 3},
+])
+def test_create_api_key_refuses_unknown_scopes_and_bad_expiry(db: Sql, args: dict[str, Any]) -> None:
+    uid = db.make_user()
+    before = snapshot(db)
+    with pytest.raises(psycopg.Error) as err:
+        create_api_key(db, "k", uid, as_user=uid, **args)
+    assert err.value.sqlstate == "PT422" and snapshot(db) == before
+    assert err.value.diag.message_primary in {"invalid_scopes", "invalid_expiry"}
 
 
 # Sessions, messages and history ------------------------------------------------------------------------------

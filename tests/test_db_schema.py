@@ -43,6 +43,7 @@ _MARKED_TYPES: dict[Any, re.Pattern[str]] = {
     Decimal: re.compile(r"^numeric\(\d+,\d+\)$"),
 }
 _ENUM_CHECK = re.compile(r"^CHECK \(\((\w+) = ANY \(ARRAY\[(.*)\]\)\)\)$")
+_ARRAY_CHECK = re.compile(r"^CHECK \(\((\w+) <@ ARRAY\[(.*)\]\)\)$")
 
 
 def _public_tables(db: Sql) -> set[str]:
@@ -69,6 +70,11 @@ def describe(annotation: Any) -> tuple[str, bool, frozenset[str] | None]:
         values = typing.get_args(annotation)
         assert all(isinstance(v, str) for v in values), annotation
         return "text", nullable, frozenset(values)
+    if typing.get_origin(annotation) is list and typing.get_args(annotation) != (Any,):
+        (item,) = typing.get_args(annotation)
+        item_type, _, values = describe(item)
+        assert item_type == "text", f"only text[] columns are mirrored as lists, got {annotation}"
+        return "text[]", nullable, values
     base = typing.get_origin(annotation) or annotation
     if base in _MARKED_TYPES:
         assert marker is not None, f"{annotation} needs a PgType marker (which integer/numeric type?)"
@@ -103,7 +109,7 @@ def test_row_models_match_the_live_catalog(db: Sql) -> None:
     enums: dict[tuple[str, str], frozenset[str]] = {}
     for r in db.q("select conrelid::regclass::text as table, pg_get_constraintdef(oid) as def from pg_constraint"
                   " where contype = 'c' and connamespace = 'public'::regnamespace and cardinality(conkey) = 1"):
-        m = _ENUM_CHECK.match(r["def"])
+        m = _ENUM_CHECK.match(r["def"]) or _ARRAY_CHECK.match(r["def"])
         if m:
             enums[(r["table"], m[1])] = frozenset(re.findall(r"'([^']*)'::text", m[2]))
 
@@ -143,6 +149,9 @@ def test_describe_rejects_an_unmarked_integer() -> None:
     with pytest.raises(AssertionError, match="PgType"):
         describe(int)
     assert describe(dict[str, Any] | None) == ("jsonb", True, None)
+    assert describe(list[Any]) == ("jsonb", False, None)
+    assert describe(list[typing.Literal["a", "b"]]) == ("text[]", False, frozenset({"a", "b"}))
+    assert describe(list[str] | None) == ("text[]", True, None)
 
 
 # (b) what splinter checks ------------------------------------------------------------------------------

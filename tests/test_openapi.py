@@ -74,12 +74,12 @@ def test_document_is_valid_openapi_31() -> None:
     schema.validate()  # the OpenAPI 3.1 meta-schema (schemathesis' own validator; raises when invalid)
     operations = _operations()  # every operation resolves (all $refs found)
     assert sorted(op.label for op in operations) == sorted([
-        "POST /chat", "GET /chat", "GET /chat/models", "POST /compile", "GET /usage", "POST /usage", "POST /refresh_views",
-        "GET /health"])
+        "POST /chat", "GET /chat", "GET /chat/models", "POST /compile", "GET /usage", "POST /usage", "GET /keys",
+        "POST /keys", "DELETE /keys/{key_id}", "POST /refresh_views", "GET /health"])
     for path_item in document["paths"].values():
         assert "options" not in path_item  # CORS preflight is deliberately not part of the document
         for operation in path_item.values():
-            statuses = {int(s) for s in operation["responses"] if s != "200"}
+            statuses = {int(s) for s in operation["responses"] if not s.startswith("2")}
             assert statuses, operation["operationId"]
             assert 500 not in statuses  # an unhandled error is never a documented answer
             for status in statuses:
@@ -216,10 +216,15 @@ def test_success_answers_conform(live: Live) -> None:
              "operation": "embed", "model": "offline-dev", "input_tokens": 10, "cost_usd": "0.000010"}]}),
         _case("POST /refresh_views"),
         _case("GET /health"),
+        _case("POST /keys", body={"name": "ci", "scopes": ["usage:read"], "expires_in_days": 30}),
+        _case("GET /keys"),
     ]
     for case in cases:
         response = _send(live, case, CONFORMANCE)
-        assert response.status_code == 200, (case.operation.label, response.text)
+        assert response.status_code in (200, 201), (case.operation.label, response.text)
+    created = _send(live, _case("POST /keys", body={"name": "to revoke"}), CONFORMANCE).json()
+    revoked = _send(live, _case("DELETE /keys/{key_id}", path_parameters={"key_id": created["id"]}), CONFORMANCE)
+    assert revoked.status_code == 200 and revoked.json()["id"] == created["id"]
     assert len(group_bys) >= 4
 
     listed = _send(live, _case("GET /chat", query={"session_id": "main", "limit": 2}), CONFORMANCE).json()
@@ -244,7 +249,8 @@ def test_refusals_conform(live: Live, label: str) -> None:
     documented error with the envelope."""
     method, path = label.split(" ", 1)
     operation_id = _load_schema()[path][method].definition.raw["operationId"]
-    url = f"{live.url}{path}"
+    path_parameters = {"key_id": str(uuid.uuid4())} if "{key_id}" in path else {}
+    url = f"{live.url}{path.format(**path_parameters)}"
     attempts: list[dict[str, Any]] = []
     if operation_id != "health":
         attempts.append({"headers": {}})
@@ -257,7 +263,7 @@ def test_refusals_conform(live: Live, label: str) -> None:
         attempts.append({"headers": {**creds, "Content-Type": "application/json"}, "data": b"\xff\xfe"})
     for attempt in attempts:
         response = live.session.request(method, url, timeout=30, **attempt)
-        case = _case(label, headers=attempt["headers"])
+        case = _case(label, headers=attempt["headers"], path_parameters=path_parameters or None)
         case.validate_response(response, checks=CONFORMANCE)
         assert 400 <= response.status_code < 500, (attempt, response.status_code, response.text)
         assert response.json()["error"]["request_id"] == response.headers["X-Request-Id"]

@@ -267,7 +267,7 @@ def test_server_errors_until_giving_up_are_502_and_release_the_hold(api: Any, sp
     assert r.status_code == 502, r.json
     assert r.json["error"]["code"] == "model_provider_error"
     assert r.json["error"]["details"] == {"provider_status": status, "provider_message": "overloaded"}
-    assert r.json["error"]["message"].endswith(f"(HTTP {status}): overloaded")
+    assert r.json["error"]["message"].endswith(f"(HTTP {status}): overloaded.")
     assert route.call_count == 3  # the test environment's stamina attempts
     assert_released_without_charge(db, uid, before, ledger_before, "model_provider_error")
 

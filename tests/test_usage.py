@@ -56,7 +56,7 @@ def test_summary_serves_closed_days_from_the_view_and_today_live(api: Any) -> No
 def test_summary_bad_query_is_422_naming_the_field(api: Any, query: dict[str, str], field: str) -> None:
     uid = api.db.make_user(balance=5)
     r = api.get("usage", user=uid, query_string=query)
-    assert r.status_code == 422 and any(d["field"] == field for d in r.json["error"]["details"])
+    assert r.status_code == 422 and any(d["field"] == field for d in r.json["error"]["details"]["fields"])
 
 
 def test_summary_reversed_range_is_422(api: Any) -> None:
@@ -80,7 +80,7 @@ def test_ingest_over_1000_events_is_422_and_writes_nothing(api: Any) -> None:
     db: Sql = api.db
     uid = db.make_user(balance=5)
     r = api.service("usage", {"events": events(uid, 1001)})
-    assert r.status_code == 422 and r.json["error"]["details"][0]["field"] == "events"
+    assert r.status_code == 422 and r.json["error"]["details"]["fields"][0]["field"] == "events"
     assert db.one("select count(*) from public.usage_logs where user_id = %s", (uid,)) == 0
 
 
@@ -101,7 +101,7 @@ def test_ingest_with_an_unknown_user_is_422_and_writes_nothing(api: Any) -> None
 def test_ingest_bad_event_is_422_naming_the_field(api: Any, change: dict[str, Any], field: str) -> None:
     uid = api.db.make_user(balance=5)
     r = api.service("usage", {"events": [events(uid, 1)[0] | change]})
-    assert r.status_code == 422 and any(d["field"] == field for d in r.json["error"]["details"])
+    assert r.status_code == 422 and any(d["field"] == field for d in r.json["error"]["details"]["fields"])
 
 
 def test_ingest_needs_the_service_secret(api: Any) -> None:

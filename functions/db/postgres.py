@@ -79,7 +79,8 @@ class PostgresDatabase:
                     return row[0] if row else None
         except _RETRYABLE as exc:
             log.warning("database unavailable after %s attempts: %s", self.attempts, type(exc).__name__)
-            raise ServiceUnavailable("database unavailable", code="database_unavailable") from exc
+            raise ServiceUnavailable("The database is unavailable; try again shortly.",
+                                     code="database_unavailable") from exc
         except psycopg.Error as exc:
             diag = exc.diag
             raise from_sqlstate(exc.sqlstate, diag.message_primary or "", diag.message_detail) from exc

@@ -81,7 +81,8 @@ class SupabaseDatabase:
                         raise _map(exc) from exc
         except (httpx.TransportError, _Gateway) as exc:
             log.warning("supabase unavailable after %s attempts: %s", self.attempts, exc)
-            raise ServiceUnavailable("database unavailable", code="database_unavailable") from exc
+            raise ServiceUnavailable("The database is unavailable; try again shortly.",
+                                     code="database_unavailable") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:
@@ -91,7 +92,7 @@ class SupabaseDatabase:
 def _map(exc: Any) -> ApiError:
     code = str(exc.code or "")
     if code in {"PGRST301", "PGRST302", "PGRST303"}:
-        return Unauthorized("the database refused the credentials", code="invalid_token")
+        return Unauthorized("The database refused the credentials.", code="invalid_token")
     if code.startswith("PGRST") or (code.isdigit() and len(code) == 3):  # an HTTP status, not a SQLSTATE
         log.error("postgrest error %s: %s", code, exc.message)
         return from_sqlstate(None, "", None)

@@ -33,6 +33,8 @@ document.querySelectorAll("nav button").forEach((button) => button.addEventListe
   document.querySelectorAll("nav button").forEach((b) => b.classList.toggle("active", b === button));
   document.querySelectorAll(".page").forEach((p) => { p.hidden = p.id !== `page-${button.dataset.page}`; });
   if (button.dataset.page === "usage") loadUsage().catch((e) => showError(e.message));
+  if (button.dataset.page === "keys") loadKeys().catch((e) => showError(e.message));
+  else hideNewKey();
 }));
 
 // -- chat ----------------------------------------------------------------------------------------
@@ -205,6 +207,73 @@ function drawChart(rows, from, to) {
     return li;
   }));
 }
+
+// -- API keys --------------------------------------------------------------------------------------
+// The key is in the create answer only; it is kept in the page until the user leaves this screen.
+const when = (iso) => (iso ? new Date(iso).toLocaleString() : "never");
+
+function hideNewKey() {
+  $("new-key").hidden = true;
+  $("new-key-value").textContent = "";
+  $("copy-status").textContent = "";
+}
+
+async function loadKeys() {
+  const { items } = await call("GET", "keys");
+  $("keys").tBodies[0].replaceChildren(...items.map((k) => {
+    const row = document.createElement("tr");
+    row.dataset.id = k.id;
+    row.className = k.status;
+    for (const text of [k.name, `sk_${k.prefix}_…`, k.scopes.join(", "), k.status, when(k.expires_at),
+                        k.last_used_at ? when(k.last_used_at) : "not yet", when(k.created_at)]) {
+      row.appendChild(Object.assign(document.createElement("td"), { textContent: text }));
+    }
+    const cell = document.createElement("td");
+    if (k.status === "active") {
+      const revoke = Object.assign(document.createElement("button"), { type: "button", textContent: "Revoke" });
+      revoke.className = "revoke";
+      revoke.addEventListener("click", async () => {
+        showError("");
+        try { await call("DELETE", `keys/${encodeURIComponent(k.id)}`); await loadKeys(); } catch (e) { showError(e.message); }
+      });
+      cell.appendChild(revoke);
+    }
+    row.appendChild(cell);
+    return row;
+  }));
+}
+
+$("key-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  showError("");
+  hideNewKey();
+  const scopes = [...document.querySelectorAll("#key-form input[name=scope]:checked")].map((c) => c.value);
+  const body = { name: $("key-name").value.trim(), scopes };
+  if ($("key-expiry").value) body.expires_in_days = Number($("key-expiry").value);
+  try {
+    const created = await call("POST", "keys", body);
+    $("new-key-value").textContent = created.key;
+    $("new-key").hidden = false;
+    $("key-name").value = "";
+    await loadKeys();
+  } catch (e) { showError(e.message); }
+});
+
+$("copy-key").addEventListener("click", async () => {
+  const key = $("new-key-value").textContent;
+  try {
+    await navigator.clipboard.writeText(key);
+  } catch {
+    // No clipboard permission (plain http on another host): select the key so Ctrl+C copies it.
+    const range = document.createRange();
+    range.selectNodeContents($("new-key-value"));
+    getSelection().removeAllRanges();
+    getSelection().addRange(range);
+    $("copy-status").textContent = "Selected: press Ctrl+C to copy.";
+    return;
+  }
+  $("copy-status").textContent = "Copied.";
+});
 
 // -- sign in -------------------------------------------------------------------------------------
 $("signin").addEventListener("submit", (event) => { event.preventDefault(); signIn($("token").value.trim()); });
