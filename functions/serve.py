@@ -93,8 +93,10 @@ def main(argv: list[str] | None = None) -> None:
     if runtime.settings().environment == "production":
         raise SystemExit("functions.serve is for development; deploy each target with functions-framework")
     # SIGTERM ends the server the way Ctrl+C does, so the embedded Postgres is stopped with it (by default
-    # SIGTERM kills the process without running any cleanup, and the cluster outlives it).
+    # SIGTERM kills the process without running any cleanup, and the cluster outlives it). SIGINT is set
+    # too: a process started in the background by a non-interactive shell inherits SIGINT *ignored*.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         _serve(args, demo_origin)
     except KeyboardInterrupt:

@@ -110,8 +110,11 @@ def test_stopping_the_local_server_stops_its_postgres(tmp_path: Path, sig: signa
            if not k.startswith(("DATABASE_", "SUPABASE_", "MODEL_", "PYTEST_", "CORS_", "JWT_", "SERVICE_"))}
     env |= {"ENVIRONMENT": "development", "LOCAL_PGDATA": str(data), "PYTHONUNBUFFERED": "1"}
     port = _free_port()
+    # Started with SIGINT ignored, as a background job of a non-interactive shell (CI) is: the server must
+    # still stop on it.
     server = subprocess.Popen([sys.executable, "-m", "functions.serve", "--port", str(port), "--demo-port", "0"],
-                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     postmaster = 0
     try:
         assert server.stdout is not None
