@@ -290,7 +290,7 @@ def test_every_migration_applies_with_plain_psql(empty_db: str) -> None:
     _psql(as_postgres, migrate.SEED_FILE)  # seed is idempotent too
     with psycopg.connect(empty_db) as conn:
         tables = {r[0] for r in conn.execute(
-            "select relname from pg_class where relnamespace = 'public'::regnamespace and relkind = 'r'")}
+            "select relname from pg_class where relnamespace = 'public'::regnamespace and relkind in ('r', 'p')")}
         assert tables == set(TABLES)
 
 

@@ -74,8 +74,8 @@ def test_document_is_valid_openapi_31() -> None:
     schema.validate()  # the OpenAPI 3.1 meta-schema (schemathesis' own validator; raises when invalid)
     operations = _operations()  # every operation resolves (all $refs found)
     assert sorted(op.label for op in operations) == sorted([
-        "POST /chat", "GET /chat", "GET /chat/models", "POST /compile", "GET /usage", "POST /usage", "POST /refresh_views",
-        "GET /health"])
+        "POST /chat", "GET /chat", "GET /chat/models", "POST /compile", "GET /usage", "POST /usage",
+        "POST /refresh_views", "GET /health"])
     for path_item in document["paths"].values():
         assert "options" not in path_item  # CORS preflight is deliberately not part of the document
         for operation in path_item.values():

@@ -327,7 +327,7 @@ begin
       cost_usd = r.cost_usd + excluded.cost_usd, updated_at = now()
     returning 1
   )
-  select (select count(*) from merged), (select coalesce(sum(d.requests), 0) from delta) into v_keys, v_rows;
+  select (select count(*) from merged), (select coalesce(sum(d.requests), 0) from delta d) into v_keys, v_rows;
 
   v_created := private.ensure_usage_partitions(v_today,
     (v_today + make_interval(months => v_settings.months_ahead))::date);
