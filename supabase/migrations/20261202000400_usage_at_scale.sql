@@ -408,15 +408,19 @@ begin
     from private.daily_usage_rollup d
     where d.user_id = v_user and d.day between p_from and p_to
     union all
-    select (u.created_at at time zone 'utc')::date, u.service, u.operation, coalesce(u.model, ''), 1,
-           (u.status = 'failed')::int, u.input_tokens, u.cached_input_tokens, u.cache_write_tokens, u.output_tokens,
-           u.reasoning_tokens, u.cost_usd
-    from public.usage_logs u
-    where u.user_id = v_user
-      and u.xact_id >= (select r.rolled_up_before_xact from private.view_refreshes r
-                        where r.view_name = 'daily_usage_rollup')
-      and u.created_at >= (p_from::timestamp at time zone 'utc')
-      and u.created_at < ((p_to + 1)::timestamp at time zone 'utc')
+    select l.* from (
+      -- The rows not yet rolled up, found by (user_id, xact_id) alone (offset 0 keeps the day filter out
+      -- of the scan, so the planner never walks the user's whole range by (user_id, created_at)).
+      select (u.created_at at time zone 'utc')::date as day, u.service, u.operation, coalesce(u.model, '') as model,
+             1 as requests, (u.status = 'failed')::int as failures, u.input_tokens, u.cached_input_tokens,
+             u.cache_write_tokens, u.output_tokens, u.reasoning_tokens, u.cost_usd
+      from public.usage_logs u
+      where u.user_id = v_user
+        and u.xact_id >= (select r.rolled_up_before_xact from private.view_refreshes r
+                          where r.view_name = 'daily_usage_rollup')
+      offset 0
+    ) l
+    where l.day between p_from and p_to
   ),
   grouped as (
     select case p_group_by when 'day' then p.day::text when 'model' then p.model
