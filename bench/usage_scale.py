@@ -53,7 +53,8 @@ insert into public.usage_logs (user_id, service, operation, model, input_tokens,
                                created_at)
 select (%(users)s::uuid[])[1 + least(floor(exp(ln(%(n_users)s::float8) * random())) - 1, %(n_users)s - 1)::int],
        'chat', 'chat', 'gpt-4o-mini', 100, 50, 0.000045, 'succeeded',
-       case when g %% 20 = 0 then now() - make_interval(days => 1 + g %% 7) else now() - make_interval(secs => g %% 3600) end
+       case when g %% 20 = 0 then now() - make_interval(days => 1 + g %% 7)  -- 5%% late events
+            else now() - make_interval(secs => g %% 3600) end
 from generate_series(1, %(n)s) g
 """
 SUMMARY_SQL = "select public.usage_summary(p_from => %s, p_to => %s, p_group_by => 'day', p_user_id => %s)"
@@ -100,7 +101,8 @@ def _load(conn: psycopg.Connection[Any], users: list[uuid.UUID], rows: int) -> d
                         " + coalesce((select sum(pg_total_relation_size(inhrelid)) from pg_inherits"
                         " where inhparent = 'public.usage_logs'::regclass), 0)").fetchone()
     parts = conn.execute("select count(*) from pg_inherits where inhparent = 'public.usage_logs'::regclass").fetchone()
-    assert size is not None and parts is not None
+    assert size is not None
+    assert parts is not None
     log(f"{rows:,} rows in {parts[0]} partitions, {size[0] / 2**30:.2f} GiB; load {loaded:.0f} s, "
         f"initial rollup {initial:.1f} s")
     return {"rows": rows, "days": days, "partitions": parts[0], "gib": round(size[0] / 2**30, 2),
@@ -125,7 +127,8 @@ def measure(rows: int, samples: int = 200, heavy_samples: int = 40) -> dict[str,
                     started = time.perf_counter()
                     out = conn.execute("select public.refresh_usage_views()").fetchone()
                     refresh_s.append(time.perf_counter() - started)
-                assert out is not None and out[0]["rows_rolled_up"] == PER_DAY, out
+                assert out is not None
+                assert out[0]["rows_rolled_up"] == PER_DAY, out
             log(f"refresh of {PER_DAY:,} new rows: {[round(s, 3) for s in refresh_s]} s "
                 f"(floor: group-by of those rows {[round(s, 3) for s in floor_s]} s)")
 
@@ -181,7 +184,8 @@ def table(results: list[dict[str, Any]]) -> str:
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         d = r["data"]
-        lines.append(f"| {d['rows'] / 1e6:g}M | {d['partitions']} | {d['gib']} GiB | {r['refresh_median_s'] * 1000:.0f} ms"
+        lines.append(f"| {d['rows'] / 1e6:g}M | {d['partitions']} | {d['gib']} GiB"
+                     f" | {r['refresh_median_s'] * 1000:.0f} ms"
                      f" | {r['floor_median_s'] * 1000:.0f} ms | {r['summary_typical_p50_ms']:.2f} /"
                      f" {r['summary_heavy_p50_ms']:.2f} ms | {r['drop_month_ms']:.0f} ms ({r['dropped_month_rows']:,})"
                      f" | {r['retention_run_ms']:.0f} ms |")
