@@ -7,9 +7,9 @@ heaviest ~10%), retention set long enough to keep it all. The history is rolled 
 Then, three times: 20,000 new rows for today (5% of them late events for the past week) are written through
 the normal insert path (trigger, indexes) and `refresh_usage_views()` is timed; its floor is the same
 group-by over just those 20,000 rows. `usage_summary` p50 for a 30-day range, typical and heaviest user,
-with 2,000 rows not yet rolled up. Finally the oldest month is dropped: the DROP itself, and the whole
+with 2,000 rows not yet rolled up. Finally the oldest month that has rows is dropped: the DROP itself, and the whole
 retention run (`refresh_usage_views(p_retention_months)`, which also forgets that month's event ids, at most
-100,000 per run).
+20,000 per run).
 """
 
 from __future__ import annotations
@@ -62,6 +62,11 @@ FLOOR_SQL = """
 select user_id, (created_at at time zone 'utc')::date, service, operation, coalesce(model, ''), count(*),
        count(*) filter (where status = 'failed'), sum(input_tokens), sum(output_tokens), sum(cost_usd)
 from public.usage_logs where xact_id >= %s group by 1, 2, 3, 4, 5
+"""
+
+OLDEST_WITH_ROWS = """
+select min(c.relname) from pg_inherits i join pg_class c on c.oid = i.inhrelid
+where i.inhparent = 'public.usage_logs'::regclass and c.relname ~ '^usage_logs_y' and c.reltuples > 0
 """
 
 
@@ -146,18 +151,14 @@ def measure(rows: int, samples: int = 200, heavy_samples: int = 40) -> dict[str,
             log(f"usage_summary p50: typical {percentile(typical_ms, 50):.2f} ms, heavy {percentile(heavy_ms, 50):.2f}"
                 f" ms ({heavy_rows[0] if heavy_rows else '?':,} raw rows in range)")
 
-            oldest = conn.execute("select min(c.relname) from pg_inherits i join pg_class c on c.oid = i.inhrelid"
-                                  " where i.inhparent = 'public.usage_logs'::regclass"
-                                  " and c.relname ~ '^usage_logs_y'").fetchone()
+            oldest = conn.execute(OLDEST_WITH_ROWS).fetchone()
             assert oldest is not None
             month_rows = conn.execute(f"select count(*) from private.{oldest[0]}").fetchone()
             assert month_rows is not None
             started = time.perf_counter()
             conn.execute(f"drop table private.{oldest[0]}")
             drop_s = time.perf_counter() - started
-            second = conn.execute("select min(c.relname) from pg_inherits i join pg_class c on c.oid = i.inhrelid"
-                                  " where i.inhparent = 'public.usage_logs'::regclass"
-                                  " and c.relname ~ '^usage_logs_y'").fetchone()
+            second = conn.execute(OLDEST_WITH_ROWS).fetchone()
             assert second is not None
             month = datetime.strptime(second[0][12:], "%Ym%m").date()
             now = datetime.now(UTC).date()

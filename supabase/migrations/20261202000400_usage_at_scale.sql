@@ -349,7 +349,7 @@ begin
     delete from private.usage_logs_default d where d.created_at < v_horizon and d.xact_id < v_hi;
     -- Their event ids, a bounded number per run (the rest next time).
     with old as (
-      select e.event_id from private.usage_event_ids e where e.created_at < v_horizon limit 100000
+      select e.event_id from private.usage_event_ids e where e.created_at < v_horizon limit 20000
     )
     delete from private.usage_event_ids e using old where e.event_id = old.event_id;
     get diagnostics v_forgotten = row_count;
