@@ -16,6 +16,7 @@ from typing import Any
 
 import flask
 
+from functions import runtime
 from functions.billed_call import BilledCall, StreamEvent
 from functions.errors import Unprocessable
 from functions.http import Context, endpoint
@@ -137,7 +138,7 @@ def _list(ctx: Context) -> dict[str, Any]:
             after = decode_cursor(query.cursor, {"t", "id"}) if query.cursor else None
             if after is not None:
                 after = {"t": _timestamp(after["t"]), "id": _uuid(after["id"])}
-            items = ctx.db.rpc("list_sessions", {
+            items = runtime.read_database().rpc("list_sessions", {
                 "limit": query.limit, "before_at": after and after["t"], "before_id": after and after["id"],
                 "user_id": user}, ctx.principal.caller)
             last = items[-1] if len(items) == query.limit else None
@@ -146,7 +147,7 @@ def _list(ctx: Context) -> dict[str, Any]:
             after = decode_cursor(query.cursor, {"seq"}) if query.cursor else None
             if after is not None and (type(after["seq"]) is not int or not 0 < after["seq"] < 2**31):
                 raise CursorError("cursor is not one this API issued")
-            items = ctx.db.rpc("list_messages", {
+            items = runtime.read_database().rpc("list_messages", {
                 **session_ref(user, query.session_id), "limit": query.limit, "before_seq": after and after["seq"],
                 "user_id": user}, ctx.principal.caller)
             cursor = encode_cursor({"seq": items[-1]["seq"]}) if len(items) == query.limit else None

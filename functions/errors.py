@@ -227,6 +227,8 @@ MESSAGES: dict[str, str] = {
     "file_not_found": "No file with this path exists in the project.",
     # usage
     "invalid_range": "The date range is not valid{detail}.",
+    "event_out_of_bounds": "A usage event is outside the bounds a real call can reach{detail}.",
+    "invalid_retention": "The retention is not valid{detail}.",
     "invalid_group_by": "The grouping (group_by) must be day, model, operation, service or day_model.",
 }
 

@@ -1,4 +1,5 @@
-"""`refresh_views`: the scheduled job. Refreshes the usage views concurrently and expires stale holds
+"""`refresh_views`: the scheduled job. Rolls up the usage rows written since the last run, creates the
+usage partitions ahead and drops those past the retention (USAGE_RETENTION_MONTHS), and expires stale holds
 (released, and logged one line per hold). Reachable as HTTP with the service secret and as a CloudEvent
 target (Pub/Sub from Cloud Scheduler)."""
 
@@ -26,7 +27,8 @@ def run() -> dict[str, Any]:
     expired = db.rpc("expire_stale_holds", {"older_than_seconds": runtime.settings().hold_expiry_seconds}, SERVICE)
     for hold_id in expired["hold_ids"]:
         log.warning(json.dumps({"event": "hold_expired", "hold_id": hold_id}))
-    refreshed = db.rpc("refresh_usage_views", {}, SERVICE)
+    retention = runtime.settings().usage_retention_months  # unset: the value stored in the database
+    refreshed = db.rpc("refresh_usage_views", {"retention_months": retention} if retention else {}, SERVICE)
     return {"refreshed": [refreshed], "expired_holds": expired,
             "duration_ms": round((time.perf_counter() - started) * 1000, 2)}
 

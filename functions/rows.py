@@ -152,7 +152,8 @@ class CreditLedgerEntry(Row):
 
 
 class UsageLog(Row):
-    """`public.usage_logs`: one model call or ingested event; `event_id` makes ingest idempotent."""
+    """`public.usage_logs`: one model call or ingested event, partitioned by month; `event_id` is unique
+    across partitions (`private.usage_event_ids`); `xact_id` is the writing transaction (rollup watermark)."""
 
     id: Int8
     event_id: uuid.UUID
@@ -172,6 +173,7 @@ class UsageLog(Row):
     cached_input_tokens: Int4
     cache_write_tokens: Int4
     reasoning_tokens: Int4
+    xact_id: Int8
 
 
 class ChatSession(Row):

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
 _lock = threading.Lock()
 _database: Database | None = None
+_read_database: Database | None = None  # the read replica, when one is configured
+_read_checked = False
 _authenticator: Authenticator | None = None
 
 
@@ -29,6 +31,36 @@ def database() -> Database:
         if _database is None:
             _database = _open(settings())
         return _database
+
+
+def read_database() -> Database:
+    """Where reads that may lag go (usage summaries, session and message listings): the replica named by
+    DATABASE_READ_URL (postgres transport) or SUPABASE_READ_URL (supabase transport), else the primary.
+    Billing never calls this: holds, settles and ingest always go to `database()`."""
+    global _read_database, _read_checked
+    with _lock:
+        if not _read_checked:
+            _read_database = _open_read(settings())
+            _read_checked = True
+        replica = _read_database
+    return replica if replica is not None else database()
+
+
+def _open_read(s: Settings) -> Database | None:
+    """The replica's transport (the same kind as the primary's), or None when none is configured."""
+    if s.transport == "supabase":
+        if not s.supabase_read_url:
+            return None
+        from functions.db.supabase import SupabaseDatabase
+
+        key = s.secret("supabase_service_role_key")
+        assert key is not None
+        return SupabaseDatabase(s.supabase_read_url, key, s.secret("supabase_anon_key"), attempts=s.db_attempts)
+    if not s.database_read_url:
+        return None
+    from functions.db.postgres import PostgresDatabase
+
+    return PostgresDatabase(s.database_read_url, max_size=s.db_pool_max_size, attempts=s.db_attempts)
 
 
 def _open(s: Settings) -> Database:
@@ -66,11 +98,15 @@ def authenticator() -> Authenticator:
 
 def reset() -> None:
     """Drop every singleton (tests change the environment between cases)."""
-    global _database, _authenticator
+    global _database, _read_database, _read_checked, _authenticator
     with _lock:
         if _database is not None:
             _database.close()
+        if _read_database is not None:
+            _read_database.close()
         _database = None
+        _read_database = None
+        _read_checked = False
         _authenticator = None
     get_settings.cache_clear()
     from functions.providers import reset_providers
@@ -78,8 +114,11 @@ def reset() -> None:
     reset_providers()
 
 
-def install(db: Database) -> None:
-    """Use `db` as this process's database (tests, and the local server which opens it itself)."""
-    global _database
+def install(db: Database, read: Database | None = None) -> None:
+    """Use `db` as this process's database (tests, and the local server which opens it itself), and
+    `read` for the reads that may lag (default: `db` too)."""
+    global _database, _read_database, _read_checked
     with _lock:
         _database = db
+        _read_database = read
+        _read_checked = True

@@ -7,11 +7,11 @@ import base64
 import binascii
 import json
 import uuid
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 RequestKey = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:\-]+$")]
 ModelName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:/\-]+$")]
@@ -140,23 +140,40 @@ class UsageQuery(Input):
     model_config = ConfigDict(extra="forbid", populate_by_name=False)
 
 
+# Per-event bounds that match reality (ingest_usage checks the same in SQL): no context window or output
+# limit of today's models comes near 10M tokens of one class, and no single call costs $1,000.
+MAX_EVENT_TOKENS = 10_000_000
+MAX_EVENT_COST_USD = Decimal(1000)
+EventTokens = Annotated[int, Field(ge=0, le=MAX_EVENT_TOKENS)]
+
+
 class UsageEvent(Input):
+    """One usage event from another service; `created_at` at most a day ahead (and, checked in SQL, within
+    the raw retention)."""
+
     event_id: uuid.UUID
     user_id: uuid.UUID
     service: Annotated[Text, StringConstraints(min_length=1, max_length=50)]
     operation: Annotated[Text, StringConstraints(min_length=1, max_length=50)]
     model: Annotated[Text, StringConstraints(min_length=1, max_length=100)] | None = None
-    input_tokens: Annotated[int, Field(ge=0, le=2_000_000_000)] = 0
-    cached_input_tokens: Annotated[int, Field(ge=0, le=2_000_000_000)] = 0
-    cache_write_tokens: Annotated[int, Field(ge=0, le=2_000_000_000)] = 0
-    output_tokens: Annotated[int, Field(ge=0, le=2_000_000_000)] = 0
-    reasoning_tokens: Annotated[int, Field(ge=0, le=2_000_000_000)] = 0
-    cost_usd: Annotated[Decimal, Field(ge=0, lt=Decimal("100000000"), decimal_places=6)] = Decimal(0)
+    input_tokens: EventTokens = 0
+    cached_input_tokens: EventTokens = 0
+    cache_write_tokens: EventTokens = 0
+    output_tokens: EventTokens = 0
+    reasoning_tokens: EventTokens = 0
+    cost_usd: Annotated[Decimal, Field(ge=0, le=MAX_EVENT_COST_USD, decimal_places=6)] = Decimal(0)
     latency_ms: Annotated[int, Field(ge=0, le=2_000_000_000)] | None = None
     status: Literal["succeeded", "failed"] = "succeeded"
     error_code: Annotated[Text, StringConstraints(max_length=100)] | None = None
     request_id: Annotated[Text, StringConstraints(max_length=200)] | None = None
     created_at: datetime | None = None
+
+    @field_validator("created_at")
+    @classmethod
+    def _not_far_ahead(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is not None and value > datetime.now(UTC) + timedelta(days=1):
+            raise ValueError("created_at is more than a day ahead")
+        return value
 
 
 class IngestRequest(Input):
@@ -237,9 +254,19 @@ class ChatDelta(BaseModel):
 
 
 class ViewRefresh(BaseModel):
+    """One run of the usage rollup: rows added since the last run, partitions made and dropped."""
+
     view: str
     covers_before: date
     duration_ms: int
+    rows_rolled_up: int | None = None
+    keys_updated: int | None = None
+    partitions_created: list[str] | None = None
+    partitions_dropped: list[str] | None = None
+    event_ids_forgotten: int | None = None
+    retention_months: int | None = None
+    raw_kept_from: datetime | None = None
+    retention: str | None = Field(default=None, description="Set when retention was skipped (and why).")
 
 
 class ExpiredHolds(BaseModel):

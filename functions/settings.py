@@ -26,6 +26,10 @@ class Settings(BaseSettings):
     db_pool_max_size: int = Field(default=10, ge=1, le=200)
     db_attempts: int = Field(default=3, ge=1, le=10)
     supabase_url: str | None = None
+    # Optional read replicas for usage summaries and chat listings (never billing): DATABASE_READ_URL for
+    # the postgres transport, SUPABASE_READ_URL (the replica's API URL) for the supabase transport.
+    database_read_url: str | None = None
+    supabase_read_url: str | None = None
     supabase_service_role_key: SecretStr | None = None
     supabase_anon_key: SecretStr | None = None
 
@@ -62,6 +66,9 @@ class Settings(BaseSettings):
     # A live stream reports its progress this often (and before its first delta), which keeps its hold alive.
     hold_heartbeat_seconds: float = Field(default=30.0, gt=0, le=600)
     replay_wait_seconds: float = Field(default=20.0, ge=0, le=120)
+    # Whole months of raw usage_logs kept before the current one (the daily rollup is kept for ever);
+    # unset: the value stored in the database (private.usage_settings, 13 unless changed).
+    usage_retention_months: int | None = Field(default=None, ge=1, le=1200)
     log_level: str = "INFO"
 
     @field_validator("cors_allowed_origins", "jwt_algorithms", mode="before")
@@ -82,6 +89,7 @@ class Settings(BaseSettings):
 
     @field_validator("supabase_jwt_secret", "service_secret", "supabase_service_role_key", "supabase_anon_key",
                      "openai_api_key", "anthropic_api_key", "database_url", "supabase_url", "default_model",
+                     "database_read_url", "supabase_read_url", "usage_retention_months",
                      mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:

@@ -1,5 +1,6 @@
 """`usage`: GET the caller's usage for a date range (grouped by day, model, operation or service) with
-month spend, quota left and balance; POST (service secret only) ingests a batch of up to 1,000 events."""
+month spend, quota left and balance, read from the replica when one is configured; POST (service secret
+only) ingests a batch of up to 1,000 events into the primary."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 import flask
 from pydantic import TypeAdapter
 
+from functions import runtime
 from functions.db import SERVICE, RawJson
 from functions.http import Context, endpoint
 from functions.schemas import IngestRequest, UsageEvent, UsageQuery
@@ -33,6 +35,6 @@ def handle(ctx: Context) -> flask.Response | Mapping[str, Any]:
     to = query.to or datetime.now(UTC).date()
     default_span = timedelta(days=DEFAULT_DAYS - 1)
     since = query.from_ or (to - default_span if to >= date.min + default_span else date.min)  # no overflow
-    summary: dict[str, Any] = ctx.db.rpc("usage_summary", {
+    summary: dict[str, Any] = runtime.read_database().rpc("usage_summary", {  # a replica when configured
         "from": since, "to": to, "group_by": query.group_by, "user_id": principal.user_id}, principal.caller)
     return summary

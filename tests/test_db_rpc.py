@@ -529,7 +529,7 @@ def test_ingest_usage_refuses_bad_batches_whole(db: Sql) -> None:
 # usage_summary and refresh_usage_views --------------------------------------------------------------------
 
 
-def test_usage_summary_reads_closed_days_from_the_view_and_today_live(db: Sql) -> None:
+def test_usage_summary_reads_the_rollup_and_the_rows_not_yet_rolled_up(db: Sql) -> None:
     uid, other = db.make_user(balance=1), db.make_user(balance=1)
     today = db.one("select (now() at time zone 'utc')::date")
     two_ago = db.one("select (now() at time zone 'utc')::date - 2")
@@ -543,9 +543,10 @@ def test_usage_summary_reads_closed_days_from_the_view_and_today_live(db: Sql) -
                      cost_usd="0.02", status="failed")
            + _events(other, [uuid.uuid4()], created_at=at(2), cost_usd="5"))
     refreshed = db.rpc("refresh_usage_views")
-    assert refreshed["view"] == "daily_usage" and refreshed["covers_before"] == str(today)
-    assert db.one("select count(*) from private.daily_usage") == 3
-    settle_chat(db, begin(db, uid)["hold_id"])  # today: not in the view, read live
+    assert refreshed["view"] == "daily_usage_rollup" and refreshed["covers_before"] == str(today)
+    assert refreshed["rows_rolled_up"] == 3
+    assert db.one("select count(*) from private.daily_usage_rollup") == 3
+    settle_chat(db, begin(db, uid)["hold_id"])  # not rolled up yet: read live
 
     start = db.one("select %s::date - 5", (today,))
 
@@ -574,12 +575,13 @@ def test_usage_summary_reads_closed_days_from_the_view_and_today_live(db: Sql) -
     # The service asking for the user gets the same numbers; the other user's $5 is nowhere.
     assert db.rpc("usage_summary", user_id=uid, **{"from": start, "to": today})["rows"] == by_day["rows"]
 
-    # A late row for a closed day waits for the next refresh: the closed days really come from the view.
+    # A late row for a closed day shows at once (read live), and after the next refresh from the rollup,
+    # counted once either way.
     db.rpc("ingest_usage", events=_events(uid, [uuid.uuid4()], created_at=at(2), cost_usd="1"))
-    assert summary()["totals"]["requests"] == 3
-    db.rpc("refresh_usage_views")
     assert summary()["totals"]["requests"] == 4
-    # ...while a row of today shows at once.
+    assert db.rpc("refresh_usage_views")["rows_rolled_up"] == 2  # the chat turn and the late row
+    assert summary()["totals"]["requests"] == 4
+    assert db.one("select sum(requests) from private.daily_usage_rollup where user_id = %s", (uid,)) == 4
     db.rpc("ingest_usage", events=_events(uid, [uuid.uuid4()]))
     assert summary()["totals"]["requests"] == 5
 
@@ -597,7 +599,7 @@ def test_usage_summary_validates_its_range(db: Sql) -> None:
 
 def test_refresh_usage_views_records_its_run(db: Sql) -> None:
     res = db.rpc("refresh_usage_views")
-    row = db.one("select covers_before, duration_ms from private.view_refreshes where view_name = 'daily_usage'")
+    row = db.one("select covers_before, duration_ms from private.view_refreshes where view_name = 'daily_usage_rollup'")
     assert str(row["covers_before"]) == res["covers_before"] and row["duration_ms"] == res["duration_ms"] >= 0
     assert db.rpc("refresh_usage_views")["covers_before"] == res["covers_before"]  # again: fine
 

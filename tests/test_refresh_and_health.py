@@ -20,7 +20,7 @@ def test_refresh_views_refreshes_and_expires_stale_holds(api: Any) -> None:
     r = api.service("refresh_views")
     assert r.status_code == 200, r.json
     assert r.json["expired_holds"]["hold_ids"] == [hold["hold_id"]]
-    assert r.json["refreshed"][0]["view"] == "daily_usage"
+    assert r.json["refreshed"][0]["view"] == "daily_usage_rollup"
     assert db.one("select held_usd from public.billing_accounts where user_id = %s", (uid,)) == 0
     assert db.one("select status from public.holds where id = %s", (hold["hold_id"],)) == "expired"
 

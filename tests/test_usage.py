@@ -33,18 +33,18 @@ def test_summary_groups_the_callers_usage_and_reports_quota_and_balance(api: Any
     assert body["totals"]["requests"] == 2
 
 
-def test_summary_serves_closed_days_from_the_view_and_today_live(api: Any) -> None:
+def test_summary_serves_the_rollup_and_rows_not_yet_rolled_up(api: Any) -> None:
     db: Sql = api.db
     uid = db.make_user(balance=5)
     old = (datetime.now(UTC) - timedelta(days=3)).isoformat()
     assert api.service("usage", {"events": events(uid, 3, created_at=old)}).status_code == 200
     assert api.service("refresh_views").status_code == 200
-    api.service("usage", {"events": events(uid, 2)})  # today: not in the view, still counted
+    api.service("usage", {"events": events(uid, 2)})  # not rolled up yet, still counted
     body = api.get("usage", user=uid, query_string={"group_by": "day"}).json
     days = {row["key"]: row["requests"] for row in body["rows"]}
     assert days[(datetime.now(UTC) - timedelta(days=3)).date().isoformat()] == 3
     assert days[datetime.now(UTC).date().isoformat()] == 2
-    assert db.one("select sum(requests) from private.daily_usage where user_id = %s", (uid,)) == 3
+    assert db.one("select sum(requests) from private.daily_usage_rollup where user_id = %s", (uid,)) == 3
 
 
 @pytest.mark.parametrize(("query", "field"), [
