@@ -310,7 +310,7 @@ def test_the_overflow_batch_is_refused(db: Sql) -> None:
 def test_the_overflow_batch_over_http_is_422_naming_the_field(api: Any) -> None:
     uid = api.db.make_user(balance=5)
     r = api.service("usage", {"events": [event(uid, cost_usd="99999999.999999") for _ in range(1000)]})
-    assert r.status_code == 422 and any(d["field"] == "events.0.cost_usd" for d in r.json["error"]["details"])
+    assert r.status_code == 422 and any(d["field"] == "events.0.cost_usd" for d in r.json["error"]["details"]["fields"])
     r = api.service("usage", {"events": [event(uid, input_tokens=MAX_EVENT_TOKENS + 1)]})
     assert r.status_code == 422 and r.json["error"]["details"]["fields"][0]["field"] == "events.0.input_tokens"
 
