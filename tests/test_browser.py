@@ -198,7 +198,8 @@ def test_html_in_an_answer_never_runs(page: Any) -> None:
             link.click()  # no href left: nothing happens
     page.wait_for_timeout(300)
     assert page.evaluate("window.__xss") is None
-    assert page.locator("#messages img, #messages script, #messages svg, #messages [onerror], #messages [onload]").count() == 0
+    inert = "#messages img, #messages script, #messages svg, #messages [onerror], #messages [onload]"
+    assert page.locator(inert).count() == 0
     # reopened from the database, the same answer is just as inert
     page.reload()
     page.wait_for_selector("#messages li.assistant:has-text('You said:')")
@@ -225,8 +226,8 @@ def test_stop_keeps_the_partial_answer_shown_as_partial(page: Any, servers: Serv
     deadline = time.monotonic() + 10
     row = None
     while time.monotonic() < deadline:
-        rows = servers.db.q("select status, content from public.chat_messages where user_id = %s and role = 'assistant'",
-                            (DEMO_USER,))
+        rows = servers.db.q("select status, content from public.chat_messages "
+                            "where user_id = %s and role = 'assistant'", (DEMO_USER,))
         if rows:
             row = rows[0]
             break
@@ -328,7 +329,8 @@ def seed_usage(servers: Servers) -> dict[str, float]:
                    headers={"Authorization": f"Bearer {fnsupport.SERVICE_SECRET}"})
     assert r.status_code == 200, r.text
     # past days are read from the daily view: refresh it, as the scheduler would
-    r = httpx.post(f"{servers.functions_url}/refresh_views", headers={"Authorization": f"Bearer {fnsupport.SERVICE_SECRET}"})
+    service = {"Authorization": f"Bearer {fnsupport.SERVICE_SECRET}"}
+    r = httpx.post(f"{servers.functions_url}/refresh_views", headers=service)
     assert r.status_code == 200, r.text
     return costs
 

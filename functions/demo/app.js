@@ -247,6 +247,7 @@ function addTurn(role, content, { model = null, partial = false } = {}) {
   setTurnText(li, content);
   if (partial) markPartial(li, "partial");
   $("messages").appendChild(li);
+  if (body.scrollHeight > body.clientHeight) body.tabIndex = 0;
   return li;
 }
 
@@ -255,6 +256,7 @@ function setTurnText(li, text) {
   if (li.classList.contains("user")) body.textContent = text;  // what the user typed, as typed
   else renderMarkdown(body, text);
   body.hidden = !text;
+  if (li.isConnected && body.scrollHeight > body.clientHeight) body.tabIndex = 0;  // a long message scrolls: reachable by keyboard
 }
 
 function markPartial(li, label) {
@@ -386,6 +388,9 @@ async function sendStreaming(message) {
     if (frame) cancelAnimationFrame(frame);
     setTurnText(reply, text);
     if (error.name === "AbortError") {
+      $("chat-meta").textContent = text
+        ? "Stopped. The delivered part is kept as a partial answer and billed at about 4 characters a token."
+        : "Stopped before any text arrived: nothing is billed.";
       if (text) markPartial(reply, "stopped · partial answer");
       else { reply.classList.add("failed"); showError(reply.querySelector(".turn-error"), { message: "Stopped before any text arrived." }); }
       adoptSessionAfterStop();
@@ -641,11 +646,11 @@ function renderChart(data) {
     options: {
       animation: false,
       maintainAspectRatio: false,
-      layout: { padding: { top: 8 } },
+      layout: { padding: { top: 44 } },  // room for the upright value labels above the tallest bar
       plugins: { legend: { display: false }, tooltip: { callbacks: { label: (c) => `${c.dataset.label}: ${usd(c.raw)}` } } },
       scales: {
-        x: { stacked: true, title: { display: true, text: group.axis }, ticks: { autoSkip: true, maxRotation: 0, autoSkipPadding: 8 }, grid: { display: false } },
-        y: { stacked: true, beginAtZero: true, grace: "22%", title: { display: true, text: "Cost (USD)" }, ticks: { callback: (v) => shortUsd(v) } },
+        x: { stacked: true, title: { display: true, text: group.axis }, ticks: { autoSkip: true, maxRotation: 90, autoSkipPadding: 4 }, grid: { display: false } },
+        y: { stacked: true, beginAtZero: true, grace: "5%", title: { display: true, text: "Cost (USD)" }, ticks: { callback: (v) => shortUsd(v) } },
       },
     },
   });
