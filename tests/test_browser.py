@@ -236,6 +236,7 @@ def test_stop_keeps_the_partial_answer_shown_as_partial(page: Any, servers: Serv
     charged = servers.db.one("select count(*) from public.usage_logs where user_id = %s and cost_usd > 0", (DEMO_USER,))
     assert charged == 1
     shot(page, "stopped-partial")
+    assert axe_violations(page) == []
     # the page found the session the stopped stream started; reopened, the answer is still marked partial
     page.wait_for_selector("#sessions li.current:has-text('write a long answer')")
     page.reload()
@@ -262,6 +263,7 @@ def test_a_failed_stream_shows_its_error_in_place(page: Any, monkeypatch: pytest
     assert failed.locator(".partial-badge").is_hidden() and failed.locator(".turn-body").is_hidden()
     assert len(page.input_value("#chat-input")) == 32001  # given back, to edit and send again
     shot(page, "errors-in-place")
+    assert axe_violations(page) == []
 
 
 def test_model_picker_lists_the_models_and_sends_the_choice(page: Any, servers: Servers) -> None:
