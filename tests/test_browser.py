@@ -184,6 +184,17 @@ def test_markdown_and_code_blocks_render_with_a_copy_button(page: Any, servers: 
     assert axe_violations(page) == []
 
 
+def test_the_chat_fits_a_phone_screen(page: Any) -> None:
+    page.set_viewport_size({"width": 400, "height": 800})
+    code = "print('a line of code far too long for a phone screen, which scrolls')"
+    page.fill("#chat-input", f"Here:\n```python\n{code}\n```\nok")
+    page.click("#send")
+    page.wait_for_selector("#messages li.assistant .code-block")
+    page.wait_for_selector("#send:visible")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 400  # the code block scrolls, not the page
+    shot(page, "chat-phone")
+
+
 def test_html_in_an_answer_never_runs(page: Any) -> None:
     attack = ('<img src=x onerror="window.__xss=\'img\'"> <script>window.__xss=\'script\'</script> '
               '<a href="javascript:window.__xss=\'href\'">click</a> [md](javascript:window.__xss=\'md\') '
