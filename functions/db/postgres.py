@@ -1,4 +1,4 @@
-"""The `postgres` transport: psycopg 3 pool; each call is one transaction that sets the role and
+"""The `postgres` transport: psycopg 3's async pool; each call is one transaction that sets the role and
 `request.jwt.claims` exactly as PostgREST does, so SQL sees the same `auth.uid()` and grants."""
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ import psycopg
 import stamina
 from psycopg import errors as pg_errors
 from psycopg import sql
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from functions.db import SERVICE, Caller, check_rpc_name
 from functions.errors import ServiceUnavailable, from_sqlstate
+from functions.loops import PerLoop
 
 log = logging.getLogger(__name__)
 
@@ -45,38 +46,35 @@ class PostgresDatabase:
         self, url: str, *, min_size: int = 1, max_size: int = 10, connect_timeout: float = 5.0,
         attempts: int = 3, statement_timeout_ms: int = 15000,
     ) -> None:
+        self.url = url
         self.attempts = attempts
-        self.pool = ConnectionPool(
-            url,
-            min_size=min_size,
-            max_size=max_size,
-            timeout=connect_timeout,
+        self._pool_args: dict[str, Any] = {
+            "min_size": min_size, "max_size": max_size, "timeout": connect_timeout,
             # autocommit: each call is its own implicit transaction (see `_statement`), never nested in one
             # left open, so a role set for one request cannot outlive it on a reused connection. No check on
             # checkout: a dead connection fails the call, which is retried on a fresh one.
-            kwargs={"autocommit": True, "connect_timeout": max(int(connect_timeout), 1),
-                    "options": f"-c statement_timeout={statement_timeout_ms}"},
-            open=False,
-        )
-        self._opened = False
+            "kwargs": {"autocommit": True, "connect_timeout": max(int(connect_timeout), 1),
+                       "options": f"-c statement_timeout={statement_timeout_ms}"},
+        }
+        self.pools: PerLoop[AsyncConnectionPool] = PerLoop(self._make_pool, _close_pool)
 
-    def _open(self) -> None:
-        if not self._opened:
-            self.pool.open(wait=False)
-            self._opened = True
+    async def _make_pool(self) -> AsyncConnectionPool:
+        pool = AsyncConnectionPool(self.url, open=False, **self._pool_args)
+        await pool.open(wait=False)
+        return pool
 
-    def rpc(self, name: str, args: Mapping[str, Any], caller: Caller = SERVICE) -> Any:
+    async def rpc(self, name: str, args: Mapping[str, Any], caller: Caller = SERVICE) -> Any:
         check_rpc_name(name)
         query = self._statement(name, args, caller)
-        self._open()
         try:
-            for attempt in stamina.retry_context(on=_RETRYABLE, attempts=self.attempts, wait_initial=0.05,
-                                                 wait_max=1.0, wait_jitter=0.1):
-                with attempt, self.pool.connection() as conn:
-                    cur = conn.execute(query)
-                    cur.nextset()  # the first result is the set_config row
-                    row = cur.fetchone()
-                    return row[0] if row else None
+            try:  # the common case, without a retry wrapper around it
+                return await self._run(query)
+            except _RETRYABLE as exc:
+                log.info("database call failed (%s); retrying", type(exc).__name__)
+            async for attempt in stamina.retry_context(on=_RETRYABLE, attempts=max(self.attempts - 1, 1),
+                                                       wait_initial=0.05, wait_max=1.0, wait_jitter=0.1):
+                with attempt:
+                    return await self._run(query)
         except _RETRYABLE as exc:
             log.warning("database unavailable after %s attempts: %s", self.attempts, type(exc).__name__)
             raise ServiceUnavailable("The database is unavailable; try again shortly.",
@@ -85,6 +83,14 @@ class PostgresDatabase:
             diag = exc.diag
             raise from_sqlstate(exc.sqlstate, diag.message_primary or "", diag.message_detail) from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _run(self, query: sql.Composed) -> Any:
+        pool = await self.pools.get()
+        async with pool.connection() as conn:
+            cur = await conn.execute(query)
+            cur.nextset()  # the first result is the set_config row
+            row = await cur.fetchone()
+            return row[0] if row else None
 
     @staticmethod
     def _statement(name: str, args: Mapping[str, Any], caller: Caller) -> sql.Composed:
@@ -99,8 +105,12 @@ class PostgresDatabase:
         return sql.SQL("select set_config('role', {}, true), set_config('request.jwt.claims', {}, true); "
                        "select public.{}({})").format(sql.Literal(caller.role), claims, sql.Identifier(name), call_args)
 
-    def close(self) -> None:
-        if self._opened:
-            self.pool.close()
-            self._opened = False
+    async def aclose(self) -> None:
+        await self.pools.aclose()
 
+    def close(self) -> None:
+        self.pools.close_all()
+
+
+async def _close_pool(pool: AsyncConnectionPool) -> None:
+    await pool.close()
