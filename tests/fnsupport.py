@@ -90,8 +90,9 @@ class LiveStream:
     """A streamed answer read chunk by chunk as a server would send it; `disconnect()` is the client leaving
     (the ASGI `http.disconnect` uvicorn sends), after which the app must finish on its own."""
 
-    def __init__(self, api: Api, scope: dict[str, Any], body: bytes) -> None:
+    def __init__(self, api: Api, scope: dict[str, Any], body: bytes, stall_after: int | None = None) -> None:
         self.api = api
+        self.stall_after = stall_after  # body chunks accepted before sends block (a client that stopped reading)
         self.status_code = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self._chunks: asyncio.Queue[bytes | None] | None = None
@@ -104,6 +105,7 @@ class LiveStream:
         self._gone = asyncio.Event()
         sent_body = False
         started = asyncio.Event()
+        accepted = 0
 
         async def receive() -> dict[str, Any]:
             nonlocal sent_body
@@ -121,7 +123,11 @@ class LiveStream:
                 self.headers = list(message.get("headers", []))
                 started.set()
             elif message["type"] == "http.response.body":
+                nonlocal accepted
+                if self.stall_after is not None and accepted >= self.stall_after:
+                    await asyncio.Event().wait()  # blocked until the task is cancelled (the client leaves)
                 if message.get("body"):
+                    accepted += 1
                     await self._chunks.put(message["body"])
                 if not message.get("more_body", False):
                     await self._chunks.put(None)
@@ -256,8 +262,9 @@ class Api:
         return await self.acall("POST", target, json=body, headers={"Authorization": f"Bearer {SERVICE_SECRET}"})
 
     def stream(self, target: str, body: Any, *, user: uuid.UUID | str | None = None,
-               headers: dict[str, str] | None = None) -> LiveStream:
-        """POST `body` and read the answer as it is sent (see LiveStream)."""
+               headers: dict[str, str] | None = None, stall_after: int | None = None) -> LiveStream:
+        """POST `body` and read the answer as it is sent (see LiveStream); with `stall_after`, the client stops
+        reading after that many chunks, so the server's next send blocks."""
         all_headers = {"content-type": "application/json", **self._headers(user, headers)}
         raw = jsonlib.dumps(body).encode()
         all_headers["content-length"] = str(len(raw))
@@ -265,7 +272,7 @@ class Api:
                  "method": "POST", "scheme": "http", "path": "/", "raw_path": b"/", "root_path": "",
                  "query_string": b"", "server": ("functions.test", 80), "client": ("127.0.0.1", 50000),
                  "headers": [(k.lower().encode(), v.encode()) for k, v in all_headers.items()]}
-        return LiveStream(self, {"target": target, "asgi": scope}, raw)
+        return LiveStream(self, {"target": target, "asgi": scope}, raw, stall_after)
 
 
 async def _pieces(chunks: list[bytes]) -> Any:

@@ -105,6 +105,56 @@ def test_a_client_that_leaves_after_the_first_delta_is_charged_for_what_it_got(
     books_balance(db, uid)
 
 
+def test_a_client_that_stops_reading_then_leaves_is_charged_for_what_was_sent(
+        pg_api: tuple[Api, PostgresDatabase, Sql], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server is blocked sending the second delta when the client leaves: the cancellation lands outside
+    the stream's generator (suspended at a yield), and the response closes it, so it still settles."""
+    api, _, db = pg_api
+    slow_model(monkeypatch, 0.0)
+    uid = db.make_user(balance=5)
+    response = api.stream("chat", {"message": "tell me a story", "stream": True}, user=uid, stall_after=1)
+    assert PIECES[0] in (response.next_chunk() or b"").decode()
+    response.disconnect()
+    hold = hold_of(db, uid)
+    assert hold["status"] == "settled", "the suspended stream was never closed, so never settled"
+    delivered = db.one("select content from public.chat_messages where user_id = %s and role = 'assistant'", (uid,))
+    assert delivered.startswith(PIECES[0]) and len(charges(db, uid)) == 1
+    books_balance(db, uid)
+
+
+def test_a_client_that_closes_its_connection_to_uvicorn_is_charged_for_what_it_got(
+        fn_env: None, db: Sql, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole way, as deployed: uvicorn, a real socket closed by the client after the first delta."""
+    import httpx
+
+    from functions.serve import build_app, serve_in_thread
+    from tests import fnsupport
+
+    runtime.install(PostgresDatabase(db.url, max_size=4))
+    slow_model(monkeypatch, 0.2)
+    uid = db.make_user(balance=5)
+    server, thread, port = serve_in_thread(build_app())
+    try:
+        with httpx.Client(timeout=30) as client, client.stream(
+                "POST", f"http://127.0.0.1:{port}/chat", json={"message": "tell me a story", "stream": True},
+                headers={"Authorization": f"Bearer {fnsupport.token(uid)}"}) as answer:
+            first = next(answer.iter_text())
+            assert first.startswith("event: delta") and PIECES[0] in first
+        deadline = time.monotonic() + 20
+        while hold_of(db, uid)["status"] == "open" and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    hold = hold_of(db, uid)
+    assert hold["status"] == "settled" and hold["delivered_chars"] < len("".join(PIECES))
+    answer_row = db.one("select content, status from public.chat_messages where user_id = %s and role = 'assistant'",
+                        (uid,))
+    assert answer_row["status"] == "partial" and answer_row["content"].startswith(PIECES[0])
+    assert len(charges(db, uid)) == 1
+    books_balance(db, uid)
+
+
 def test_deleting_the_session_mid_stream_never_makes_an_answer_free(
         pg_api: tuple[Api, PostgresDatabase, Sql], monkeypatch: pytest.MonkeyPatch) -> None:
     """The attack from the issue: soft-delete your own session (RLS allows it) while answers stream, racing
