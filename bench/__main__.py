@@ -17,17 +17,18 @@ from typing import Any
 
 import psutil
 
-from bench import billing, coldstart, handler, ingest, usage_summary
+from bench import billing, coldstart, handler, ingest, streams, usage_summary
 from bench.common import BENCH_DIR, Result, markdown_table
 
 Benchmark = Callable[[bool], list[Result]]
 
 BENCHMARKS: dict[str, tuple[Benchmark, str]] = {
     "handler": (handler.run, "chat turns/s through the HTTP server vs a no-op target"),
-    "billing": (billing.run, "begin_charge + settle_chat_turn on one hot user vs a single-row update"),
+    "billing": (billing.run, "begin_chat_turn + settle_chat_turn on one hot user vs a single-row update"),
     "usage": (usage_summary.run, "usage_summary on 1.2M usage rows vs a group-by over usage_logs"),
     "ingest": (ingest.run, "events/s through POST /usage vs COPY of the same rows"),
     "coldstart": (coldstart.run, "first answered request of the health target vs a no-op target"),
+    "streams": (streams.run, "64 and 512 concurrent 5 s streams: first delta and done vs the model, LiteLLM, Portkey"),
 }
 DEFAULT_OUTPUT = BENCH_DIR / "results" / "latest.json"
 

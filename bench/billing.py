@@ -1,9 +1,11 @@
-"""2. Billing under contention: begin_charge + settle_chat_turn pairs per second on ONE hot user from 8
-concurrent clients, against a single-row update of the same billing row at the same concurrency.
+"""2. Database-only chat turns: begin_chat_turn + settle_chat_turn (a turn's two round trips, no HTTP, no
+model) per second on ONE hot user from 8 concurrent clients, against a single-row update of the same billing
+row at the same concurrency (the commit floor).
 
-Each client has its own connection. The pairs go through `PostgresDatabase.rpc` (one pool of one
-connection per client), exactly as the functions call them: one transaction per RPC, as service_role
-with PostgREST's claims. The floor is the cheapest write that takes the same row lock: one autocommit
+Each client has its own connection and its own event loop. The pairs go through the async
+`PostgresDatabase.rpc` (one pool of one connection per client), exactly as the functions call them:
+one transaction per RPC, as service_role with PostgREST's claims. The floor is the cheapest write that
+takes the same row lock: one autocommit
 UPDATE of the hot row. Both sides run in alternating rounds; counts and times are summed.
 
 A second, diagnostic scenario runs the same with each client on its own user (no shared row), which
@@ -12,6 +14,7 @@ separates the cost of the hot row's lock from the cost of a pair itself.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
@@ -88,17 +91,23 @@ def concurrently(workers: list[Callable[[], None]], count: int) -> tuple[float, 
     return seconds, latencies
 
 
-def pair_worker(database: PostgresDatabase, user_id: uuid.UUID) -> Callable[[], None]:
-    """One chat turn's billing as the chat function does it, minus the model call."""
+def pair_worker(database: PostgresDatabase, loop: asyncio.AbstractEventLoop,
+                user_id: uuid.UUID) -> Callable[[], None]:
+    """One chat turn's database work as the chat function does it (same RPCs, same arguments), minus the model
+    call; on this client's own event loop."""
+
+    async def turn() -> None:
+        hold = await database.rpc("begin_chat_turn", {
+            "user_id": user_id, "request_id": str(uuid.uuid4()), "model": BENCH_MODEL, "provider": "openai",
+            "fixed_chars": 120, "max_output_tokens": 256, "history_max_chars": 24000}, SERVICE)
+        await database.rpc("settle_chat_turn", {
+            "hold_id": hold["hold_id"], "latency_ms": 1, "user_message": "How do I reverse a list?",
+            "assistant_message": "Use reversed(xs) or xs[::-1].", "input_tokens": 30, "cached_input_tokens": 0,
+            "cache_write_tokens": 0, "output_tokens": 12, "reasoning_tokens": 0, "client_message_id": None,
+            "partial": False}, SERVICE)
 
     def work() -> None:
-        hold = database.rpc("begin_charge", {
-            "user_id": user_id, "request_id": str(uuid.uuid4()), "operation": "chat", "model": BENCH_MODEL,
-            "prompt_chars": 120, "max_output_tokens": 256, "calls": 1}, SERVICE)
-        database.rpc("settle_chat_turn", {
-            "hold_id": hold["hold_id"], "session_id": None, "user_message": "How do I reverse a list?",
-            "assistant_message": "Use reversed(xs) or xs[::-1].", "input_tokens": 30, "output_tokens": 12,
-            "latency_ms": 1, "client_message_id": None}, SERVICE)
+        loop.run_until_complete(turn())
 
     return work
 
@@ -144,11 +153,12 @@ def run(quick: bool) -> list[Result]:
     with bench_database("billing") as db:
         users = db.create_users(1 + CLIENTS, prefix="billing", balance_usd=1_000_000)
         databases = [PostgresDatabase(db.url, min_size=1, max_size=1) for _ in range(CLIENTS)]
+        loops = [asyncio.new_event_loop() for _ in range(CLIENTS)]
         connections = [db.connect() for _ in range(CLIENTS)]
         try:
             scenarios = []
             for label, group in (("hot", users[:1]), ("spread", users[1:])):
-                pairs = [pair_worker(d, group[i % len(group)]) for i, d in enumerate(databases)]
+                pairs = [pair_worker(d, loops[i], group[i % len(group)]) for i, d in enumerate(databases)]
                 updates = [update_worker(c, group[i % len(group)]) for i, c in enumerate(connections)]
                 concurrently(pairs, 3)  # warm up: pools open, plans cached
                 concurrently(updates, 3)
@@ -160,8 +170,9 @@ def run(quick: bool) -> list[Result]:
                 log(f"round {round_no + 1}: one hot user {hot.pair_rounds[-1]:.0f} pairs/s; "
                     f"{CLIENTS} users {spread.pair_rounds[-1]:.0f} pairs/s")
         finally:
-            for database in databases:
-                database.close()
+            for database, loop in zip(databases, loops, strict=True):
+                loop.run_until_complete(database.aclose())
+                loop.close()
             for conn in connections:
                 conn.close()
         with db.connect() as conn:
@@ -179,7 +190,8 @@ def run(quick: bool) -> list[Result]:
 
     common = {"synchronous_commit": synchronous_commit, "settled_holds": settled}
     return [
-        Result(f"2 billing: begin+settle pairs/s, 1 hot user ({CLIENTS} clients)", hot.pair_tally.rate, "pairs/s",
+        Result(f"2 database-only chat turns/s (2 round trips), 1 hot user ({CLIENTS} clients)", hot.pair_tally.rate,
+               "turns/s",
                hot.floor_tally.rate, "updates/s", ratio=hot.ratio, target=f">= {TARGET_RATIO}",
                met=hot.ratio >= TARGET_RATIO, details=hot.details() | common),
         Result(f"2 billing: same, {CLIENTS} users, no shared row (diagnostic)", spread.pair_tally.rate, "pairs/s",

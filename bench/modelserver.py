@@ -1,7 +1,9 @@
 """A zero-latency OpenAI-compatible model server for the benchmarks: `python -m bench.modelserver --port N`.
 
-POST .../chat/completions answers at once with a fixed completion that includes `usage`; GET / answers
-200 (readiness); anything else is 404. HTTP/1.1 with keep-alive on asyncio, so it costs the machine as
+POST .../chat/completions answers at once with a fixed completion that includes `usage`; with
+`"stream": true` it streams the answer as OpenAI does (chunked SSE): the first token at once, the rest spread
+evenly over `--stream-seconds` (default 5), then a usage chunk and `[DONE]`. GET / answers 200 (readiness);
+anything else is 404. HTTP/1.1 with keep-alive on asyncio, so it costs the machine as
 little CPU as a stdlib server can. Loopback only.
 """
 
@@ -35,6 +37,47 @@ ANSWERS = {
 }
 
 
+STREAM_CHUNKS = 20
+STREAM_SECONDS = 5.0
+
+
+def _chunk(payload: dict[str, object] | str) -> bytes:
+    data = payload if isinstance(payload, str) else json.dumps(payload)
+    event = f"data: {data}\n\n".encode()
+    return f"{len(event):x}\r\n".encode() + event + b"\r\n"
+
+
+def _delta(text: str, finish: str | None = None) -> bytes:
+    return _chunk({"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 0, "model": "bench-model",
+                   "choices": [{"index": 0, "delta": {"content": text} if text else {}, "finish_reason": finish}]})
+
+
+STREAM_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n"
+               b"Connection: keep-alive\r\n\r\n")
+STREAM_TAIL = (_delta("", "stop")
+               + _chunk({"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 0,
+                         "model": "bench-model", "choices": [],
+                         "usage": {"prompt_tokens": 24, "completion_tokens": STREAM_CHUNKS,
+                                   "total_tokens": 24 + STREAM_CHUNKS}})
+               + _chunk("[DONE]") + b"0\r\n\r\n")
+
+
+async def _stream(transport: asyncio.Transport) -> None:
+    """One streamed answer: a token at once, then one every STREAM_SECONDS / (STREAM_CHUNKS - 1)."""
+    transport.write(STREAM_HEAD + _delta("tok0 "))
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for i in range(1, STREAM_CHUNKS):
+        await asyncio.sleep(max(0.0, start + STREAM_SECONDS * i / (STREAM_CHUNKS - 1) - loop.time()))
+        if transport.is_closing():
+            return
+        transport.write(_delta(f"tok{i} "))
+    transport.write(STREAM_TAIL)
+
+
+_tasks: set[asyncio.Task[None]] = set()
+
+
 class ModelProtocol(asyncio.Protocol):
     """Parses pipelined HTTP/1.1 requests with Content-Length bodies and answers each immediately."""
 
@@ -58,10 +101,16 @@ class ModelProtocol(asyncio.Protocol):
                     length = int(value.strip())
             if len(self.buffer) < end + 4 + length:
                 return  # the body is still arriving
+            body = self.buffer[end + 4:end + 4 + length]
             self.buffer = self.buffer[end + 4 + length:]
             method, path, *_ = [*head.split(" ", 2), "", ""]
             if method == "POST" and path.rstrip("/").endswith("/chat/completions"):
-                self.transport.write(ANSWERS["completion"])
+                if b'"stream":true' in body.replace(b" ", b""):
+                    task = asyncio.get_running_loop().create_task(_stream(self.transport))
+                    _tasks.add(task)
+                    task.add_done_callback(_tasks.discard)
+                else:
+                    self.transport.write(ANSWERS["completion"])
             elif method == "GET" and path == "/":
                 self.transport.write(ANSWERS["ready"])
             else:
@@ -70,16 +119,19 @@ class ModelProtocol(asyncio.Protocol):
 
 async def serve(host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(ModelProtocol, host, port, backlog=512)
+    server = await loop.create_server(ModelProtocol, host, port, backlog=2048)
     async with server:
         await server.serve_forever()
 
 
 def main() -> None:
+    global STREAM_SECONDS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--host", default="127.0.0.1", choices=["127.0.0.1"])
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--stream-seconds", type=float, default=STREAM_SECONDS)
     args = parser.parse_args()
+    STREAM_SECONDS = args.stream_seconds
     asyncio.run(serve(args.host, args.port))
 
 

@@ -1,15 +1,16 @@
-"""The floor of the HTTP benchmarks: a functions-framework target that does nothing.
+"""The floor of the HTTP benchmarks: an async functions-framework target that does nothing.
 
 `functions-framework --target noop --source bench/noop_app.py` serves it exactly as the real targets are
-served (gunicorn, one worker, functions-framework's threads), so the difference is the handlers' work.
+served (ASGI mode: gunicorn with one uvicorn worker), so the difference is the handlers' work.
 """
 
 from __future__ import annotations
 
-import flask
-import functions_framework
+import functions_framework.aio
+from starlette.requests import Request
+from starlette.responses import Response
 
 
-@functions_framework.http
-def noop(request: flask.Request) -> flask.Response:
-    return flask.Response('{"ok": true}', status=200, mimetype="application/json")
+@functions_framework.aio.http
+async def noop(request: Request) -> Response:
+    return Response('{"ok": true}', status_code=200, media_type="application/json")

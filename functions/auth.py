@@ -10,8 +10,8 @@ a key used outside its scopes (`Principal.require`: one check for every function
 
 from __future__ import annotations
 
+import asyncio
 import hmac
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -22,6 +22,7 @@ import jwt
 
 from functions.db import SERVICE, Caller, Database
 from functions.errors import Forbidden, ServiceUnavailable, Unauthorized
+from functions.loops import PerLoop
 from functions.settings import DEV_JWT_SECRET, DEV_SERVICE_SECRET, Settings
 
 LOCAL_ISSUER = "http://127.0.0.1:54321/auth/v1"  # what `supabase start` issues locally
@@ -69,19 +70,20 @@ def _bearer(headers: Any) -> str | None:
 
 
 class Jwks:
-    """The project's signing keys, fetched with httpx and cached; one refetch on an unknown kid."""
+    """The project's signing keys, fetched with httpx and cached; one refetch on an unknown kid. Concurrent
+    requests that find the cache stale wait for one fetch."""
 
-    def __init__(self, url: str, ttl: float, client: httpx.Client | None = None) -> None:
+    def __init__(self, url: str, ttl: float) -> None:
         self.url = url
         self.ttl = ttl
-        self.client = client or httpx.Client(timeout=httpx.Timeout(5.0))
+        self.clients: PerLoop[httpx.AsyncClient] = PerLoop(_make_client, _close_client)
+        self._locks: PerLoop[asyncio.Lock] = PerLoop(_make_lock, _forget)
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched = 0.0
-        self._lock = threading.Lock()
 
-    def _refresh(self) -> None:
+    async def _refresh(self) -> None:
         try:
-            response = self.client.get(self.url)
+            response = await (await self.clients.get()).get(self.url)
             response.raise_for_status()
             keyset = jwt.PyJWKSet.from_dict(response.json())
         except (httpx.HTTPError, ValueError, jwt.PyJWTError) as exc:
@@ -90,25 +92,29 @@ class Jwks:
         self._keys = {k.key_id: k for k in keyset.keys if k.key_id}
         self._fetched = time.monotonic()
 
-    def key(self, kid: str | None) -> jwt.PyJWK:
-        with self._lock:
-            stale = time.monotonic() - self._fetched > self.ttl
-            if stale or (kid not in self._keys and time.monotonic() - self._fetched > 1.0):
-                self._refresh()
-            if kid not in self._keys:
-                raise Unauthorized("The access token is signed by an unknown key.", code="invalid_token")
-            return self._keys[kid]
+    def _must_fetch(self, kid: str | None) -> bool:
+        age = time.monotonic() - self._fetched
+        return age > self.ttl or (kid not in self._keys and age > 1.0)
+
+    async def key(self, kid: str | None) -> jwt.PyJWK:
+        if self._must_fetch(kid):
+            async with await self._locks.get():
+                if self._must_fetch(kid):  # not fetched meanwhile by the request we waited for
+                    await self._refresh()
+        if kid not in self._keys:
+            raise Unauthorized("The access token is signed by an unknown key.", code="invalid_token")
+        return self._keys[kid]
 
 
 class Authenticator:
-    def __init__(self, settings: Settings, http: httpx.Client | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         secret = settings.secret("supabase_jwt_secret")
         if secret is None and settings.jwks_url is None and settings.environment != "production":
             secret = DEV_JWT_SECRET
         self.hs_secret = secret
         self.issuer = settings.issuer or LOCAL_ISSUER
-        self.jwks = Jwks(settings.jwks_url, settings.jwks_cache_seconds, http) if settings.jwks_url else None
+        self.jwks = Jwks(settings.jwks_url, settings.jwks_cache_seconds) if settings.jwks_url else None
         algorithms = list(settings.jwt_algorithms)
         if self.hs_secret and "HS256" not in algorithms:
             algorithms.append("HS256")
@@ -118,15 +124,24 @@ class Authenticator:
             service = DEV_SERVICE_SECRET
         self.service_secret = service
 
+    async def aclose(self) -> None:
+        """Close this event loop's JWKS client."""
+        if self.jwks is not None:
+            await self.jwks.clients.aclose()
+
+    def close(self) -> None:
+        if self.jwks is not None:
+            self.jwks.clients.close_all()
+
     # -- users ---------------------------------------------------------------------------------------
 
-    def user(self, headers: Any, db: Database, function: str) -> Principal:
+    async def user(self, headers: Any, db: Database, function: str) -> Principal:
         """The user behind the request's token or API key, allowed to call `function`; or 401/403."""
-        principal = self.identify(headers, db)
+        principal = await self.identify(headers, db)
         principal.require(function)
         return principal
 
-    def identify(self, headers: Any, db: Database) -> Principal:
+    async def identify(self, headers: Any, db: Database) -> Principal:
         """The user behind the request's token or API key (401/403 when there is none or it is refused),
         before any scope check: call `Principal.require` next, or use `user`."""
         api_key = headers.get("X-API-Key") or None
@@ -134,15 +149,15 @@ class Authenticator:
         if api_key is None and token is not None and token.startswith("sk_"):
             api_key, token = token, None
         if api_key is not None:
-            principal = self._api_key(api_key, db)
+            principal = await self._api_key(api_key, db)
         elif token is None:
             raise Unauthorized("Send an access token or an API key in the Authorization header.",
                                code="missing_credentials")
         else:
-            principal = self._jwt(token)
+            principal = await self._jwt(token)
         return principal
 
-    def verify_token(self, token: str) -> dict[str, Any]:
+    async def verify_token(self, token: str) -> dict[str, Any]:
         """The claims of a valid access token; 401 otherwise."""
         try:
             header = jwt.get_unverified_header(token)
@@ -159,7 +174,7 @@ class Authenticator:
         else:
             if self.jwks is None:
                 raise Unauthorized("The access token's signing algorithm is not accepted.", code="invalid_token")
-            key = self.jwks.key(header.get("kid"))
+            key = await self.jwks.key(header.get("kid"))
         try:
             return dict(jwt.decode(
                 token, key, algorithms=[alg], audience=self.settings.jwt_audience, issuer=self.issuer,
@@ -170,8 +185,8 @@ class Authenticator:
         except jwt.PyJWTError as exc:
             raise Unauthorized("The access token is not valid.", code="invalid_token") from exc
 
-    def _jwt(self, token: str) -> Principal:
-        claims = self.verify_token(token)
+    async def _jwt(self, token: str) -> Principal:
+        claims = await self.verify_token(token)
         if claims.get("role", "authenticated") != "authenticated":
             raise Unauthorized("A user's access token is required.", code="invalid_token")
         try:
@@ -180,8 +195,8 @@ class Authenticator:
             raise Unauthorized("The access token's subject is not a user id.", code="invalid_token") from exc
         return Principal(user_id, "jwt", Caller("authenticated", user_id, token))
 
-    def _api_key(self, key: str, db: Database) -> Principal:
-        found = db.rpc("authenticate_api_key", {"key": key}, SERVICE)  # 401 unknown, revoked or expired
+    async def _api_key(self, key: str, db: Database) -> Principal:
+        found = await db.rpc("authenticate_api_key", {"key": key}, SERVICE)  # 401 unknown, revoked or expired
         if found.get("status") != "active":
             raise Forbidden(code=f"account_{found.get('status')}")
         user_id = uuid.UUID(found["user_id"])
@@ -197,6 +212,22 @@ class Authenticator:
             token.encode(), self.service_secret.encode()
         ):
             raise Unauthorized("This operation needs the service secret.", code="service_credentials_required")
+
+
+async def _make_client() -> httpx.AsyncClient:
+    return httpx.AsyncClient(timeout=httpx.Timeout(5.0))
+
+
+async def _close_client(client: httpx.AsyncClient) -> None:
+    await client.aclose()
+
+
+async def _make_lock() -> asyncio.Lock:
+    return asyncio.Lock()
+
+
+async def _forget(_lock: asyncio.Lock) -> None:
+    return None
 
 
 def mint_dev_token(user_id: uuid.UUID | str, *, secret: str = DEV_JWT_SECRET, issuer: str = LOCAL_ISSUER,

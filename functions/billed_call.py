@@ -11,19 +11,26 @@ sequences the RPCs and decides what happens to a hold when something in between 
   the hold of a live stream from expiring. Whatever ends the stream (the model, the client leaving, a
   provider failure, a settle that fails) ends in a charge for what was delivered; if the database stays
   unreachable, the scheduled expiry charges what was recorded.
+
+Everything here is async. A stream is an async generator that Starlette may cancel (the client left) or
+close at any point: its cleanup runs its database calls in a shielded cancel scope, so the partial settle
+happens even inside a cancelled task.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
+
+import anyio
 
 from functions.db import SERVICE, Database
 from functions.errors import ApiError, Conflict, InternalError, ServiceUnavailable
@@ -80,7 +87,7 @@ class BilledCall:
 
     # -- begin --------------------------------------------------------------------------------------------
 
-    def begin(self, rpc: Literal["begin_charge", "begin_chat_turn"], args: dict[str, Any]) -> Hold:
+    async def begin(self, rpc: Literal["begin_charge", "begin_chat_turn"], args: dict[str, Any]) -> Hold:
         """Place the worst-case hold, or find the one this request key already has.
 
         A replay of a settled request comes back with its stored `result`. A replay of a request still in
@@ -92,7 +99,7 @@ class BilledCall:
         deadline = time.monotonic() + self.settings.replay_wait_seconds
         pause = 0.05
         while True:
-            row = self.db.rpc(rpc, args, SERVICE)
+            row = await self.db.rpc(rpc, args, SERVICE)
             hold = Hold(row["hold_id"], row["model"], row["provider"], row["status"], row["replay"], row.get("result"),
                         row.get("session_id"), row.get("history") or [])
             self.log_fields["model"] = hold.model
@@ -106,24 +113,29 @@ class BilledCall:
             if time.monotonic() >= deadline:
                 raise Conflict(f"Request {self.request_key} is still in progress; try again shortly.",
                                code="request_in_progress")
-            time.sleep(pause)
+            await asyncio.sleep(pause)
             pause = min(pause * 2, 0.5)
 
     # -- the model call -----------------------------------------------------------------------------------
 
-    def run(self, hold: Hold, call: Callable[[], T]) -> T:
+    async def run(self, hold: Hold, call: Callable[[], Awaitable[T]]) -> T:
         """Run a model call whose answer reaches the user only after the settle: on any failure, release
-        the hold (a usage row with status failed, no charge) and re-raise."""
+        the hold (a usage row with status failed, no charge) and re-raise. Cancelled (the client left a
+        plain request): released too, shielded from the cancellation."""
         try:
-            return call()
+            return await call()
         except ApiError as exc:
-            self.release(hold, exc)
+            await self.release(hold, exc)
             raise
         except Exception:
-            self.release(hold, ApiError("The model call failed.", code="model_error"))
+            await self.release(hold, ApiError("The model call failed.", code="model_error"))
+            raise
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.release(hold, ApiError("The client disconnected.", code="client_disconnected"))
             raise
 
-    def settle(self, hold: Hold, rpc: str, args: dict[str, Any]) -> dict[str, Any]:
+    async def settle(self, hold: Hold, rpc: str, args: dict[str, Any]) -> dict[str, Any]:
         """Record the result and the charge in one transaction (idempotent on the hold).
 
         Database unreachable: the hold stays open for the scheduled expiry (no charge unless a stream
@@ -131,14 +143,15 @@ class BilledCall:
         streamed answer already delivered is charged for by release_hold itself.
         """
         try:
-            result: dict[str, Any] = self.db.rpc(rpc, {"hold_id": hold.id, "latency_ms": self._ms(), **args}, SERVICE)
+            result: dict[str, Any] = await self.db.rpc(
+                rpc, {"hold_id": hold.id, "latency_ms": self._ms(), **args}, SERVICE)
         except ServiceUnavailable:
             log.error(json.dumps({"event": "settle_failed", "hold_id": hold.id, "error_code": "database_unavailable",
                                   "then": "left open for the scheduled expiry"}))
             raise
         except ApiError as exc:
             log.error(json.dumps({"event": "settle_failed", "hold_id": hold.id, "error_code": exc.code}))
-            self.release(hold, exc, record_usage=False)
+            await self.release(hold, exc, record_usage=False)
             raise
         self.log_fields.update(tokens_in=result.get("input_tokens"), tokens_cached=result.get("cached_input_tokens"),
                                tokens_cache_write=result.get("cache_write_tokens"),
@@ -146,11 +159,11 @@ class BilledCall:
                                cost_usd=result.get("cost_usd"))
         return result
 
-    def release(self, hold: Hold, error: ApiError, *, record_usage: bool = True) -> None:
+    async def release(self, hold: Hold, error: ApiError, *, record_usage: bool = True) -> None:
         """Close the hold without a charge (or, with recorded delivery, for what was delivered). If even
         that fails, the scheduled expiry closes it; log it."""
         try:
-            self.db.rpc("release_hold", {"hold_id": hold.id, "error_code": error.code, "latency_ms": self._ms(),
+            await self.db.rpc("release_hold", {"hold_id": hold.id, "error_code": error.code, "latency_ms": self._ms(),
                                          "record_usage": record_usage, "delivered_chars": self.delivered_chars},
                         SERVICE)
         except ApiError as exc:
@@ -159,31 +172,35 @@ class BilledCall:
 
     # -- streams ------------------------------------------------------------------------------------------
 
-    def stream(self, hold: Hold, items: Iterator[Delta | Completion], prompt_chars: int,
-               settle: Callable[[str, Usage, bool], dict[str, Any]]) -> Iterator[StreamEvent]:
+    async def stream(self, hold: Hold, items: AsyncIterator[Delta | Completion], prompt_chars: int,
+                     settle: Callable[[str, Usage, bool], Awaitable[dict[str, Any]]]) -> AsyncIterator[StreamEvent]:
         """Relay a model stream, with delivery on record before the user has it, and end it billed.
 
-        `settle(text, usage, partial)` writes the turn. The generator may be closed at any yield (the
-        client left): the `finally` then bills what was delivered.
+        `settle(text, usage, partial)` writes the turn. The generator may be closed at any yield or
+        cancelled at any await (the client left): the `finally` then bills what was delivered, shielded
+        from the cancellation. `items` is closed here whatever happens.
         """
         parts: list[str] = []
         last_report = 0.0
         finished = False  # once True, the hold has been settled, released, or left to the expiry
         try:
-            for item in items:
-                if isinstance(item, Completion):
-                    finished = True
-                    yield StreamEvent("done", result=settle(item.text, item.usage, False))
-                    return
-                if not item.text:
-                    continue
-                now = time.monotonic()
-                if not parts or now - last_report >= self.settings.hold_heartbeat_seconds:
-                    self._report(hold, self.delivered_chars + len(item.text), first=not parts)
-                    last_report = now
-                parts.append(item.text)
-                self.delivered_chars += len(item.text)
-                yield StreamEvent("delta", text=item.text)
+            async with contextlib.aclosing(items):  # type: ignore[type-var]
+                async for item in items:
+                    if isinstance(item, Completion):
+                        finished = True
+                        with anyio.CancelScope(shield=True):  # a client leaving now must not cut the settle
+                            result = await settle(item.text, item.usage, False)
+                        yield StreamEvent("done", result=result)
+                        return
+                    if not item.text:
+                        continue
+                    now = time.monotonic()
+                    if not parts or now - last_report >= self.settings.hold_heartbeat_seconds:
+                        await self._report(hold, self.delivered_chars + len(item.text), first=not parts)
+                        last_report = now
+                    parts.append(item.text)
+                    self.delivered_chars += len(item.text)
+                    yield StreamEvent("delta", text=item.text)
             raise ApiError("The model stream ended without a final message.", code="malformed_model_response")
         except Exception as exc:
             error = exc if isinstance(exc, ApiError) else InternalError("Internal error.")
@@ -193,18 +210,19 @@ class BilledCall:
                                     "delivered_chars": self.delivered_chars}))
             if not finished:
                 finished = True
-                self._end_early(hold, "".join(parts), prompt_chars, error, settle)
+                await self._end_early(hold, "".join(parts), prompt_chars, error, settle)
             yield StreamEvent("error", error=error)
         finally:
-            if not finished:  # the client went away (GeneratorExit at a yield)
-                self._end_early(hold, "".join(parts), prompt_chars,
-                                ApiError("The client disconnected.", code="client_disconnected"), settle)
+            if not finished:  # the client went away: GeneratorExit at a yield, or cancelled at an await
+                with anyio.CancelScope(shield=True):
+                    await self._end_early(hold, "".join(parts), prompt_chars,
+                                          ApiError("The client disconnected.", code="client_disconnected"), settle)
 
-    def _report(self, hold: Hold, delivered_chars: int, *, first: bool) -> None:
+    async def _report(self, hold: Hold, delivered_chars: int, *, first: bool) -> None:
         """Put delivery on record before it happens. The first report must succeed (else nothing is sent);
         later ones may fail while the database is away (the stream goes on; the settle records it all)."""
         try:
-            status = self.db.rpc("touch_hold", {"hold_id": hold.id, "delivered_chars": delivered_chars}, SERVICE)
+            status = await self.db.rpc("touch_hold", {"hold_id": hold.id, "delivered_chars": delivered_chars}, SERVICE)
         except ServiceUnavailable:
             if first:
                 raise
@@ -214,17 +232,17 @@ class BilledCall:
             raise Conflict(f"The hold of this request was closed ({status}) while the answer streamed.",
                            code="hold_closed", details={"hold_status": status})
 
-    def _end_early(self, hold: Hold, text: str, prompt_chars: int, error: ApiError,
-                   settle: Callable[[str, Usage, bool], dict[str, Any]]) -> None:
+    async def _end_early(self, hold: Hold, text: str, prompt_chars: int, error: ApiError,
+                         settle: Callable[[str, Usage, bool], Awaitable[dict[str, Any]]]) -> None:
         """Keep and bill what was delivered (usage estimated at 4 characters a token: the provider reports
         none for a stream cut short), or release the hold when nothing was."""
         self.log_fields["stream_end"] = error.code
         if not text:
-            self.release(hold, error)
+            await self.release(hold, error)
             return
         usage = Usage(math.ceil(prompt_chars / 4), 0, 0, math.ceil(len(text) / 4))
         with contextlib.suppress(ApiError):  # logged by settle; release_hold or the expiry charges the delivered part
-            settle(text, usage, True)
+            await settle(text, usage, True)
 
     def _ms(self) -> int:
         return int((time.monotonic() - self.started) * 1000)

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from typing import Any
 
-import flask
+from starlette.responses import Response
 
 from functions import runtime
 from functions.billed_call import BilledCall, StreamEvent
 from functions.errors import Unprocessable
-from functions.http import Context, endpoint
+from functions.http import Context, SSEResponse, endpoint
 from functions.models import active_models, default_model
 from functions.providers import Message, Usage, get_provider
 from functions.schemas import ChatListQuery, ChatRequest, ChatResponse, CursorError, decode_cursor, encode_cursor
@@ -40,28 +40,28 @@ def session_ref(user_id: uuid.UUID, session_id: str | None) -> dict[str, Any]:
 
 
 @endpoint("chat", methods=("GET", "POST"), subpaths={"/models": ("GET",)})
-def handle(ctx: Context) -> flask.Response | Mapping[str, Any]:
+async def handle(ctx: Context) -> Response | Mapping[str, Any]:
     """Send a message (POST), list sessions and messages (GET), or list the models (GET /models)."""
-    ctx.authenticate_user()
-    if ctx.request.method == "GET":
-        if ctx.request.path.rstrip("/") == "/models":
-            models = active_models(ctx.db)
-            return {"items": models, "default_model": default_model(ctx.db, ctx.settings, models)}
-        return _list(ctx)
-    body = ctx.json_body(ChatRequest)
+    await ctx.authenticate_user()
+    if ctx.method == "GET":
+        if ctx.path.rstrip("/") == "/models":
+            models = await active_models(ctx.db)
+            return {"items": models, "default_model": await default_model(ctx.db, ctx.settings, models)}
+        return await _list(ctx)
+    body = await ctx.json_body(ChatRequest)
     if body.client_message_id:
         ctx.request_id = body.client_message_id  # one id in the body, the header, the log line and the events
-    return send(ctx, body)
+    return await send(ctx, body)
 
 
-def send(ctx: Context, body: ChatRequest) -> flask.Response | dict[str, Any]:
+async def send(ctx: Context, body: ChatRequest) -> Response | dict[str, Any]:
     """One turn: hold (with the session and its history), the model, the settle; streamed or not."""
     assert ctx.principal is not None
     call = BilledCall(ctx.db, ctx.settings, ctx.principal.user_id, ctx.request_id, "chat", ctx.log_fields)
     max_tokens = body.max_tokens or ctx.settings.default_max_tokens
     model = body.model or ctx.settings.default_model
     ref = session_ref(ctx.principal.user_id, body.session_id)
-    hold = call.begin("begin_chat_turn", {
+    hold = await call.begin("begin_chat_turn", {
         "model": model, "provider": ctx.settings.model_provider, "fixed_chars": len(SYSTEM_PROMPT) + len(body.message),
         "max_output_tokens": max_tokens, "history_max_chars": ctx.settings.history_max_chars, **ref})
     name = ref.get("session_name")
@@ -71,13 +71,13 @@ def send(ctx: Context, body: ChatRequest) -> flask.Response | dict[str, Any]:
                                         replay=replay).model_dump(mode="json")
 
     if (stored := hold.settled_result) is not None:
-        return _sse([sse("done", answer(stored, True))]) if body.stream else answer(stored, True)
+        return SSEResponse(_one(sse("done", answer(stored, True)))) if body.stream else answer(stored, True)
     messages: list[Message] = [{"role": "system", "content": SYSTEM_PROMPT}, *hold.history,
                                {"role": "user", "content": body.message}]
     provider = get_provider(hold.provider, ctx.settings)
 
-    def settle(text: str, usage: Usage, partial: bool) -> dict[str, Any]:
-        result = call.settle(hold, "settle_chat_turn", {
+    async def settle(text: str, usage: Usage, partial: bool) -> dict[str, Any]:
+        result = await call.settle(hold, "settle_chat_turn", {
             "user_message": body.message, "assistant_message": text, **usage.as_args(),
             "client_message_id": body.client_message_id, "partial": partial})
         return answer(result, bool(result.get("replay")))
@@ -85,31 +85,32 @@ def send(ctx: Context, body: ChatRequest) -> flask.Response | dict[str, Any]:
     if body.stream:
         prompt_chars = sum(len(m["content"]) for m in messages)
         events = call.stream(hold, provider.stream(hold.model, messages, max_tokens), prompt_chars, settle)
-        return _sse(_sse_lines(ctx, events))
-    done = call.run(hold, lambda: provider.complete(hold.model, messages, max_tokens))
-    return settle(done.text, done.usage, False)
+        return SSEResponse(_sse_lines(ctx, events))
+    done = await call.run(hold, lambda: provider.complete(hold.model, messages, max_tokens))
+    return await settle(done.text, done.usage, False)
 
 
 def sse(event: str, data: Any) -> str:
     return f"event: {event}\ndata: {json.dumps(data, default=str, ensure_ascii=False)}\n\n"
 
 
-def _sse_lines(ctx: Context, events: Iterator[StreamEvent]) -> Iterator[str]:
-    for event in events:
-        if event.kind == "delta":
-            yield sse("delta", {"text": event.text})
-        elif event.kind == "done":
-            yield sse("done", event.result)
-        else:
-            assert event.error is not None
-            yield sse("error", event.error.body(ctx.request_id)["error"])
+async def _sse_lines(ctx: Context, events: AsyncIterator[StreamEvent]) -> AsyncIterator[str]:
+    """The events as SSE text; closing this generator closes (and so bills) the stream of events."""
+    try:
+        async for event in events:
+            if event.kind == "delta":
+                yield sse("delta", {"text": event.text})
+            elif event.kind == "done":
+                yield sse("done", event.result)
+            else:
+                assert event.error is not None
+                yield sse("error", event.error.body(ctx.request_id)["error"])
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]  # SSEResponse shields this from cancellation
 
 
-def _sse(lines: Iterator[str] | list[str]) -> flask.Response:
-    resp = flask.Response(flask.stream_with_context(iter(lines)), mimetype="text/event-stream")
-    resp.headers["Cache-Control"] = "no-cache"
-    resp.headers["X-Accel-Buffering"] = "no"
-    return resp
+async def _one(text: str) -> AsyncIterator[str]:
+    yield text
 
 
 def _timestamp(value: Any) -> datetime:
@@ -129,7 +130,7 @@ def _uuid(value: Any) -> uuid.UUID:
         raise CursorError("cursor is not one this API issued") from exc
 
 
-def _list(ctx: Context) -> dict[str, Any]:
+async def _list(ctx: Context) -> dict[str, Any]:
     assert ctx.principal is not None
     query = ctx.query(ChatListQuery)
     user = ctx.principal.user_id
@@ -138,7 +139,7 @@ def _list(ctx: Context) -> dict[str, Any]:
             after = decode_cursor(query.cursor, {"t", "id"}) if query.cursor else None
             if after is not None:
                 after = {"t": _timestamp(after["t"]), "id": _uuid(after["id"])}
-            items = runtime.read_database().rpc("list_sessions", {
+            items = await runtime.read_database().rpc("list_sessions", {
                 "limit": query.limit, "before_at": after and after["t"], "before_id": after and after["id"],
                 "user_id": user}, ctx.principal.caller)
             last = items[-1] if len(items) == query.limit else None
@@ -147,7 +148,7 @@ def _list(ctx: Context) -> dict[str, Any]:
             after = decode_cursor(query.cursor, {"seq"}) if query.cursor else None
             if after is not None and (type(after["seq"]) is not int or not 0 < after["seq"] < 2**31):
                 raise CursorError("cursor is not one this API issued")
-            items = runtime.read_database().rpc("list_messages", {
+            items = await runtime.read_database().rpc("list_messages", {
                 **session_ref(user, query.session_id), "limit": query.limit, "before_seq": after and after["seq"],
                 "user_id": user}, ctx.principal.caller)
             cursor = encode_cursor({"seq": items[-1]["seq"]}) if len(items) == query.limit else None

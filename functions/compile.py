@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import flask
+from starlette.responses import Response
 
 from functions.billed_call import BilledCall
 from functions.http import Context, endpoint
@@ -59,38 +59,39 @@ def _position(code: str, offset: int) -> tuple[int, int]:
 
 
 @endpoint("compile", methods=("POST",))
-def handle(ctx: Context) -> flask.Response | Mapping[str, Any]:
+async def handle(ctx: Context) -> Response | Mapping[str, Any]:
     """Turn a task into code that parses."""
-    principal = ctx.authenticate_user()
-    body = ctx.json_body(CompileRequest)
+    principal = await ctx.authenticate_user()
+    body = await ctx.json_body(CompileRequest)
     if body.project_id is not None:
-        ctx.db.rpc("check_project", {"project_id": body.project_id, "user_id": principal.user_id}, principal.caller)
+        await ctx.db.rpc("check_project", {"project_id": body.project_id, "user_id": principal.user_id},
+                         principal.caller)
     max_tokens = body.max_tokens or ctx.settings.default_max_tokens
     messages: list[Message] = [{"role": "system", "content": system_prompt(body.language, body.context)},
                                {"role": "user", "content": body.task}]
     prompt_chars = sum(len(m["content"]) for m in messages)
     call = BilledCall(ctx.db, ctx.settings, principal.user_id, ctx.request_id, "compile", ctx.log_fields)
     # Worst case of two calls: the repair call re-sends the prompt and the first answer (<= 4 chars a token).
-    hold = call.begin("begin_charge", {
+    hold = await call.begin("begin_charge", {
         "model": body.model or ctx.settings.default_model, "provider": ctx.settings.model_provider,
         "prompt_chars": 2 * prompt_chars + 4 * max_tokens + 200, "max_output_tokens": 2 * max_tokens, "calls": 2})
     if (stored := hold.settled_result) is not None:
         return CompileResponse.from_result(stored, provider=hold.provider, replay=True).model_dump(mode="json")
     provider = get_provider(hold.provider, ctx.settings)
 
-    def generate() -> tuple[str, list[dict[str, Any]], bool, Usage]:
-        first = provider.complete(hold.model, messages, max_tokens)
+    async def generate() -> tuple[str, list[dict[str, Any]], bool, Usage]:
+        first = await provider.complete(hold.model, messages, max_tokens)
         code, problems = extract_code(first.text), check(body.language, extract_code(first.text))
         if not problems:
             return code, problems, False, first.usage
         retry: list[Message] = [*messages, {"role": "assistant", "content": first.text},
                                 {"role": "user", "content": _repair_prompt(problems)}]
-        second = provider.complete(hold.model, retry, max_tokens)
+        second = await provider.complete(hold.model, retry, max_tokens)
         code, problems = extract_code(second.text), check(body.language, extract_code(second.text))
         return code, problems, True, first.usage + second.usage
 
-    code, problems, repaired, usage = call.run(hold, generate)
-    result = call.settle(hold, "settle_compile", {
+    code, problems, repaired, usage = await call.run(hold, generate)
+    result = await call.settle(hold, "settle_compile", {
         "task": body.task, "language": body.language, "code": code, "valid": not problems,
         "diagnostics": problems, **usage.as_args(), "project_id": body.project_id, "repaired": repaired})
     return CompileResponse.from_result(result, provider=hold.provider,

@@ -7,7 +7,7 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
-import flask
+from starlette.responses import Response
 
 from functions.db import SERVICE
 from functions.errors import ApiError, ServiceUnavailable
@@ -26,16 +26,16 @@ def expected_migration() -> str | None:
 
 
 @endpoint("health", methods=("GET",))
-def handle(ctx: Context) -> flask.Response | Mapping[str, Any]:
+async def handle(ctx: Context) -> Response | Mapping[str, Any]:
     """200 when the database answers a write and a read; 503 naming the failing part otherwise."""
     checks: dict[str, Any] = {"model_provider": ctx.settings.model_provider, "transport": ctx.settings.transport}
     failing: list[str] = []
     try:
-        probe = ctx.db.rpc("health_probe", {"source": "health"}, SERVICE)
+        probe = await ctx.db.rpc("health_probe", {"source": "health"}, SERVICE)
         checks["database"] = {"ok": bool(probe["read_back"]), "latest_migration": probe["latest_migration"]}
         if not probe["read_back"]:
             failing.append("database")
-        checks["default_model"] = default_model(ctx.db, ctx.settings)
+        checks["default_model"] = await default_model(ctx.db, ctx.settings)
         expected = expected_migration()
         if expected is not None and (probe["latest_migration"] or "") < expected:
             failing.append("migrations")

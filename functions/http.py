@@ -1,5 +1,8 @@
 """What every function shares at the HTTP edge: request ids, CORS, the body limit, JSON parsing with
-pydantic (422 naming the field), the error envelope, and one structured log line per request."""
+pydantic (422 naming the field), the error envelope, and one structured log line per request.
+
+Handlers are async and get a Starlette request (functions-framework's ASGI mode); streams are
+`SSEResponse`s, whose body is closed (and so billed) however the response ends."""
 
 from __future__ import annotations
 
@@ -9,12 +12,15 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import flask
+import anyio
 import pydantic
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from functions import runtime
 from functions.db import Database
@@ -35,7 +41,7 @@ if TYPE_CHECKING:
     from functions.auth import Principal
 
 M = TypeVar("M", bound=pydantic.BaseModel)
-Handler = Callable[["Context"], "flask.Response | Mapping[str, Any]"]
+Handler = Callable[["Context"], Awaitable["Response | Mapping[str, Any]"]]
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,200}$")
 _ALLOWED_HEADERS = "Authorization, Content-Type, X-Request-Id, X-API-Key, X-Service-Secret, apikey"
@@ -59,7 +65,7 @@ _configure_logging()
 class Context:
     """One request: its id, settings, the caller once authenticated, and what the log line reports."""
 
-    request: flask.Request
+    request: Request
     request_id: str
     function: str
     settings: Settings
@@ -70,9 +76,18 @@ class Context:
     def db(self) -> Database:
         return runtime.database()
 
-    def authenticate_user(self) -> Principal:
+    @property
+    def method(self) -> str:
+        return self.request.method
+
+    @property
+    def path(self) -> str:
+        """The path below the function's root (`/models`, `/<id>`; `/` for the root), mounted or not."""
+        return route_path(self.request.scope)
+
+    async def authenticate_user(self) -> Principal:
         """The caller, allowed to use this function (an API key only within its scopes); else 401/403."""
-        principal = runtime.authenticator().identify(self.request.headers, self.db)
+        principal = await runtime.authenticator().identify(self.request.headers, self.db)
         self.log_fields["user_id"] = str(principal.user_id)  # logged even when the scope check refuses it
         self.log_fields["auth"] = principal.method
         if principal.key_id is not None:
@@ -85,15 +100,20 @@ class Context:
         runtime.authenticator().service(self.request.headers)
         self.log_fields["auth"] = "service"
 
-    def json_body(self, model: type[M]) -> M:
+    async def json_body(self, model: type[M]) -> M:
         """The body parsed into `model`: 415 if not JSON, 400 if malformed, 422 naming each bad field."""
-        if not self.request.is_json:
+        if not _is_json(self.request.headers.get("content-type", "")):
             raise UnsupportedMediaType("Send the body as JSON, with Content-Type: application/json.",
                                        code="unsupported_media_type")
         limit = self.settings.max_body_bytes
-        raw = self.request.stream.read(limit + 1)  # bounded even for chunked bodies with no Content-Length
-        if len(raw) > limit:
-            raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes.")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in self.request.stream():  # bounded even for chunked bodies with no Content-Length
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes.")
+            chunks.append(chunk)
+        raw = b"".join(chunks)
         # pydantic parses and validates in one pass (Rust); malformed JSON, invalid UTF-8, unpaired surrogate
         # escapes and absurd nesting all come back as `json_invalid`.
         try:
@@ -111,7 +131,24 @@ class Context:
 
     def query(self, model: type[M]) -> M:
         """The query string parsed into `model` (422 naming each bad field)."""
-        return validate(model, {k: v for k, v in self.request.args.items()}, where="Query parameter")
+        params: dict[str, str] = {}
+        for key, value in self.request.query_params.multi_items():
+            params.setdefault(key, value)  # the first of repeated parameters
+        return validate(model, params, where="Query parameter")
+
+
+def route_path(scope: Scope) -> str:
+    """The request path below the app's mount point (Starlette keeps the full path in `path`)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root):]
+    return path or "/"
+
+
+def _is_json(content_type: str) -> bool:
+    mimetype = content_type.split(";", 1)[0].strip().lower()
+    return mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))
 
 
 def validate(model: type[M], data: Any, *, where: str = "Field") -> M:
@@ -209,12 +246,31 @@ def _unprocessable(exc: pydantic.ValidationError, where: str = "Field") -> Unpro
     return Unprocessable(message, code="validation_error", details={"fields": problems})
 
 
-def json_response(body: Any, status: int = 200) -> flask.Response:
-    return flask.Response(json.dumps(body, default=str, ensure_ascii=False), status=status,
-                          mimetype="application/json")
+def json_response(body: Any, status: int = 200) -> Response:
+    return Response(json.dumps(body, default=str, ensure_ascii=False), status_code=status,
+                    media_type="application/json")
 
 
-def _request_id(request: flask.Request) -> str:
+class SSEResponse(StreamingResponse):
+    """Server-Sent Events. However the response ends (finished, the client gone and the task cancelled,
+    a failed send), the body's async generator is closed here, shielded, so its cleanup (the partial
+    settle of a stream) always runs; Starlette alone would leave a generator suspended at a yield."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, content: AsyncIterator[str]) -> None:
+        super().__init__(content, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self._body = content
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._body.aclose()  # type: ignore[attr-defined]
+
+
+def _request_id(request: Request) -> str:
     given = request.headers.get("X-Request-Id", "")
     return given if _REQUEST_ID.match(given) else str(uuid.uuid4())
 
@@ -241,19 +297,20 @@ def _route(routes: Mapping[str, tuple[str, ...]], path: str) -> tuple[str, ...]:
 
 
 def endpoint(function: str, methods: Iterable[str], subpaths: Mapping[str, Iterable[str]] | None = None,
-             ) -> Callable[[Handler], Callable[[flask.Request], flask.Response]]:
+             ) -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
     """Wrap a handler with everything in this module's docstring. The function answers `methods` at its
     root and each of `subpaths` (e.g. `{"/models": ["GET"]}`, or `{"/*": ["DELETE"]}` for any one path
     segment such as an id) with its own methods; other paths are 404."""
     routes = {"": tuple(m.upper() for m in methods)} | {
         path.rstrip("/"): tuple(m.upper() for m in ms) for path, ms in (subpaths or {}).items()}
 
-    def wrap(handler: Handler) -> Callable[[flask.Request], flask.Response]:
-        def serve(request: flask.Request) -> flask.Response:
+    def wrap(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def serve(request: Request) -> Response:
             started = time.perf_counter()
             request_id = _request_id(request)
             settings = runtime.settings()
-            allowed_methods = _route(routes, request.path)
+            path = route_path(request.scope)
+            allowed_methods = _route(routes, path)
             ctx = Context(request, request_id, function, settings)
             origin = request.headers.get("Origin")
             allow_origin = _cors_origin(settings, origin)
@@ -263,19 +320,20 @@ def endpoint(function: str, methods: Iterable[str], subpaths: Mapping[str, Itera
                     if origin and allow_origin is None:
                         raise Forbidden(f"The origin {origin} may not call this function (CORS).",
                                         code="cors_origin_not_allowed")
-                    response = flask.Response(status=204)
+                    response = Response(status_code=204)
                     response.headers["Access-Control-Allow-Methods"] = ", ".join((*allowed_methods, "OPTIONS"))
                     response.headers["Access-Control-Allow-Headers"] = _ALLOWED_HEADERS
                     response.headers["Access-Control-Max-Age"] = "600"
                 else:
                     if not allowed_methods:
-                        raise NotFound(f"The {function} function has no path {request.path}.", code="not_found")
+                        raise NotFound(f"The {function} function has no path {path}.", code="not_found")
                     if request.method not in allowed_methods:
                         raise MethodNotAllowed(f"This path answers {' or '.join(allowed_methods)} only.")
-                    if request.content_length is not None and request.content_length > settings.max_body_bytes:
+                    length = request.headers.get("content-length", "")
+                    if length.isdigit() and int(length) > settings.max_body_bytes:
                         raise PayloadTooLarge(f"The request body is over the limit of {settings.max_body_bytes} bytes.")
-                    result = handler(ctx)
-                    response = result if isinstance(result, flask.Response) else json_response(result)
+                    result = await handler(ctx)
+                    response = result if isinstance(result, Response) else json_response(result)
             except ApiError as exc:
                 error = exc
             except Exception:
@@ -291,8 +349,9 @@ def endpoint(function: str, methods: Iterable[str], subpaths: Mapping[str, Itera
             if allow_origin:
                 response.headers["Access-Control-Allow-Origin"] = allow_origin
                 response.headers["Access-Control-Expose-Headers"] = "X-Request-Id"
-                response.headers.add("Vary", "Origin")
-            _log_line(ctx, request.method, response.status_code, started, streamed=response.is_streamed)
+                response.headers.append("Vary", "Origin")
+            _log_line(ctx, request.method, response.status_code, started,
+                      streamed=isinstance(response, StreamingResponse))
             return response
 
         serve.__name__ = function

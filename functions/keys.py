@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-import flask
+from starlette.responses import Response
 
 from functions.errors import NotFound
 from functions.http import Context, endpoint, json_response
@@ -19,25 +19,25 @@ from functions.schemas import KeyCreateRequest
 
 
 @endpoint("keys", methods=("GET", "POST"), subpaths={"/*": ("DELETE",)})
-def handle(ctx: Context) -> flask.Response | Mapping[str, Any]:
+async def handle(ctx: Context) -> Response | Mapping[str, Any]:
     """List (GET /keys), create (POST /keys) or revoke (DELETE /keys/<id>) the caller's API keys."""
-    key_path = ctx.request.path.strip("/")
-    method = ctx.request.method
-    principal = ctx.authenticate_user()
+    key_path = ctx.path.strip("/")
+    method = ctx.method
+    principal = await ctx.authenticate_user()
     if method == "DELETE":
         try:
             key_id = uuid.UUID(key_path)
         except ValueError:
             raise NotFound(code="api_key_not_found") from None
-        revoked: dict[str, Any] = ctx.db.rpc("revoke_api_key", {"key_id": key_id, "user_id": principal.user_id},
+        revoked: dict[str, Any] = await ctx.db.rpc("revoke_api_key", {"key_id": key_id, "user_id": principal.user_id},
                                              principal.caller)
         ctx.log_fields["api_key_revoked"] = str(key_id)
         return revoked
     if method == "GET":
-        keys = ctx.db.rpc("list_api_keys", {"user_id": principal.user_id}, principal.caller)
+        keys = await ctx.db.rpc("list_api_keys", {"user_id": principal.user_id}, principal.caller)
         return {"items": keys}
-    body = ctx.json_body(KeyCreateRequest)
-    created: dict[str, Any] = ctx.db.rpc("create_api_key", {
+    body = await ctx.json_body(KeyCreateRequest)
+    created: dict[str, Any] = await ctx.db.rpc("create_api_key", {
         "name": body.name, "scopes": body.scopes, "expires_at": body.expires_at,
         "expires_in_days": body.expires_in_days, "user_id": principal.user_id}, principal.caller)
     ctx.log_fields["api_key_created"] = created["id"]

@@ -1,5 +1,7 @@
 """functions-framework targets: `functions-framework --source functions/main.py --target <name>`.
 
+Every target is async (`functions_framework.aio`): the framework serves it on uvicorn (ASGI mode is
+detected from the decorator), and an open stream costs a socket and a little memory, not a thread.
 Each target imports its module on its first request, so an instance pays only for what it serves
 (a deployed function is one target per instance).
 """
@@ -8,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import flask
-import functions_framework
+import functions_framework.aio
+from starlette.requests import Request
+from starlette.responses import Response
 
 from functions import runtime
 
@@ -20,50 +23,50 @@ TARGETS = ("chat", "compile", "usage", "keys", "refresh_views", "health")
 runtime.settings()
 
 
-@functions_framework.http
-def chat(request: flask.Request) -> flask.Response:
+@functions_framework.aio.http
+async def chat(request: Request) -> Response:
     from functions.chat import handle
 
-    return handle(request)
+    return await handle(request)
 
 
-@functions_framework.http
-def compile(request: flask.Request) -> flask.Response:
+@functions_framework.aio.http
+async def compile(request: Request) -> Response:
     from functions.compile import handle
 
-    return handle(request)
+    return await handle(request)
 
 
-@functions_framework.http
-def usage(request: flask.Request) -> flask.Response:
+@functions_framework.aio.http
+async def usage(request: Request) -> Response:
     from functions.usage import handle
 
-    return handle(request)
+    return await handle(request)
 
 
-@functions_framework.http
-def keys(request: flask.Request) -> flask.Response:
+@functions_framework.aio.http
+async def keys(request: Request) -> Response:
     from functions.keys import handle
 
-    return handle(request)
+    return await handle(request)
 
 
-@functions_framework.http
-def refresh_views(request: flask.Request) -> flask.Response:
+@functions_framework.aio.http
+async def refresh_views(request: Request) -> Response:
     from functions.refresh_views import handle
 
-    return handle(request)
+    return await handle(request)
 
 
-@functions_framework.http
-def health(request: flask.Request) -> flask.Response:
+@functions_framework.aio.http
+async def health(request: Request) -> Response:
     from functions.health import handle
 
-    return handle(request)
+    return await handle(request)
 
 
-@functions_framework.cloud_event
-def refresh_views_event(cloud_event: Any) -> None:
+@functions_framework.aio.cloud_event
+async def refresh_views_event(cloud_event: Any) -> None:
     from functions.refresh_views import on_event
 
-    on_event(cloud_event)
+    await on_event(cloud_event)

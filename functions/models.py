@@ -13,15 +13,15 @@ from functions.db import SERVICE, Database
 from functions.settings import Settings
 
 
-def active_models(db: Database) -> list[dict[str, Any]]:
+async def active_models(db: Database) -> list[dict[str, Any]]:
     """The active models with their prices, defaults first."""
-    models: list[dict[str, Any]] = db.rpc("list_models", {}, SERVICE)
+    models: list[dict[str, Any]] = await db.rpc("list_models", {}, SERVICE)
     return models
 
 
-def default_model(db: Database, settings: Settings, models: list[dict[str, Any]] | None = None) -> str | None:
+async def default_model(db: Database, settings: Settings, models: list[dict[str, Any]] | None = None) -> str | None:
     """The model a request that names none gets, or None when the configured provider has no default."""
     if settings.default_model:
         return settings.default_model
-    listed = active_models(db) if models is None else models
+    listed = await active_models(db) if models is None else models
     return next((m["model"] for m in listed if m["is_default"] and m["provider"] == settings.model_provider), None)

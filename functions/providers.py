@@ -16,20 +16,23 @@ Base URLs: `OPENAI_BASE_URL` is what the OpenAI SDK takes (`https://api.openai.c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, Protocol, TypedDict
 from urllib.parse import urlsplit
 
+import anyio
 import httpx
 import stamina
 
 from functions.errors import BadGateway, GatewayTimeout
+from functions.loops import PerLoop
 from functions.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -85,10 +88,11 @@ class Delta:
 class Provider(Protocol):
     name: str
 
-    def complete(self, model: str, messages: Sequence[Message], max_tokens: int) -> Completion: ...
+    async def complete(self, model: str, messages: Sequence[Message], max_tokens: int) -> Completion: ...
 
-    def stream(self, model: str, messages: Sequence[Message], max_tokens: int) -> Iterator[Delta | Completion]:
-        """Yield deltas, then one Completion with the whole text and the token counts."""
+    def stream(self, model: str, messages: Sequence[Message], max_tokens: int) -> AsyncIterator[Delta | Completion]:
+        """Yield deltas, then one Completion with the whole text and the token counts (an async generator:
+        close it with `aclose()` when leaving early)."""
         ...
 
 
@@ -144,10 +148,10 @@ def _merge_anthropic_usage(latest: dict[str, int], raw: Any) -> None:
 _SECRETS = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|Bearer\s+\S+|(?:api[_-]?key|key)\s*[=:]\s*\S+)", re.IGNORECASE)
 
 
-def provider_message(response: httpx.Response, *secrets: str | None) -> str | None:
+async def provider_message(response: httpx.Response, *secrets: str | None) -> str | None:
     """The provider's own explanation of an error answer, shortened, with anything key-like removed."""
     try:
-        response.read()
+        await response.aread()
         text = response.text
     except (httpx.HTTPError, UnicodeDecodeError):
         return None
@@ -166,50 +170,64 @@ def provider_message(response: httpx.Response, *secrets: str | None) -> str | No
     return (message[:297] + "...") if len(message) > 300 else (message or None)
 
 
+_LIMITS = httpx.Limits(max_connections=2000, max_keepalive_connections=200)
+
+
 class _HttpProvider:
     name = "http"
 
-    def __init__(self, base_url: str, headers: dict[str, str], settings: Settings,
-                 client: httpx.Client | None = None, secret: str | None = None) -> None:
+    def __init__(self, base_url: str, headers: dict[str, str], settings: Settings, secret: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.secret = secret
         self.attempts = settings.model_attempts
-        self.client = client or httpx.Client(
-            headers=headers,
-            timeout=httpx.Timeout(settings.model_timeout_seconds, connect=settings.model_connect_timeout_seconds),
-        )
-        if client is not None:
-            self.client.headers.update(headers)
+        timeout = httpx.Timeout(settings.model_timeout_seconds, connect=settings.model_connect_timeout_seconds)
 
-    def _send(self, path: str, payload: dict[str, Any], *, stream: bool) -> httpx.Response:
+        async def make() -> httpx.AsyncClient:
+            # Hundreds of open streams per instance: the connection limit is the upstream's, not ours.
+            return httpx.AsyncClient(headers=headers, timeout=timeout, limits=_LIMITS)
+
+        self.clients: PerLoop[httpx.AsyncClient] = PerLoop(make, _close_client)
+
+    async def _send_once(self, url: str, payload: dict[str, Any], stream: bool) -> httpx.Response:
+        client = await self.clients.get()
+        response = await client.send(client.build_request("POST", url, json=payload), stream=stream)
+        if response.status_code == 429 or response.status_code >= 500:
+            await response.aclose()
+            raise _Retryable(response)
+        return response
+
+    async def _send(self, path: str, payload: dict[str, Any], *, stream: bool) -> httpx.Response:
         """POST, retrying connect errors, 429 and 5xx (never other 4xx); the first answer below 400.
 
         With `stream`, only the opening is retried (nothing has been delivered yet) and the caller closes
-        the response.
+        the response. The first attempt runs without the retry machinery around it.
         """
         url = f"{self.base_url}{path}"
+        retryable = (httpx.ConnectError, httpx.RemoteProtocolError, _Retryable)
         try:
-            for attempt in stamina.retry_context(on=(httpx.ConnectError, httpx.RemoteProtocolError, _Retryable),
-                                                 attempts=self.attempts, wait_initial=0.2, wait_max=5.0):
-                with attempt:
-                    response = self.client.send(self.client.build_request("POST", url, json=payload), stream=stream)
-                    if response.status_code == 429 or response.status_code >= 500:
-                        response.close()
-                        raise _Retryable(response)
+            try:
+                response = await self._send_once(url, payload, stream)
+            except retryable:
+                if self.attempts <= 1:
+                    raise
+                async for attempt in stamina.retry_context(on=retryable, attempts=self.attempts - 1,
+                                                           wait_initial=0.2, wait_max=5.0):
+                    with attempt:
+                        response = await self._send_once(url, payload, stream)
         except httpx.TimeoutException as exc:
             raise GatewayTimeout(f"{self.name} did not answer in time") from exc
         except _Retryable as exc:
-            raise self._refused(exc.response, "failed") from exc
+            raise await self._refused(exc.response, "failed") from exc
         except httpx.HTTPError as exc:
             raise BadGateway(f"{self.name} could not be reached: {type(exc).__name__}") from exc
         if response.status_code >= 400:
-            raise self._refused(response, "refused the request")
+            raise await self._refused(response, "refused the request")
         return response
 
-    def _refused(self, response: httpx.Response, what: str) -> BadGateway:
+    async def _refused(self, response: httpx.Response, what: str) -> BadGateway:
         """A 502 carrying the provider's status and its own message; logged, since the caller only sees ours."""
-        message = provider_message(response, self.secret)
-        response.close()
+        message = await provider_message(response, self.secret)
+        await response.aclose()
         log.warning(json.dumps({"event": "provider_error", "provider": self.name, "provider_status":
                                 response.status_code, "provider_message": message}))
         text = f"{self.name} {what} (HTTP {response.status_code})" + (f": {message}" if message else "")
@@ -218,8 +236,8 @@ class _HttpProvider:
             details["provider_message"] = message
         return BadGateway(text, details=details)
 
-    def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
-        response = self._send(path, payload, stream=False)
+    async def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        response = await self._send(path, payload, stream=False)
         try:
             body = response.json()
         except ValueError as exc:
@@ -228,10 +246,10 @@ class _HttpProvider:
             raise BadGateway(f"{self.name} answered with an unexpected body", code="malformed_model_response")
         return body
 
-    def _stream_lines(self, path: str, payload: dict[str, Any]) -> Iterator[str]:
-        response = self._send(path, payload, stream=True)
+    async def _stream_lines(self, path: str, payload: dict[str, Any]) -> AsyncGenerator[str, None]:
+        response = await self._send(path, payload, stream=True)
         try:
-            for line in response.iter_lines():
+            async for line in response.aiter_lines():
                 if line.startswith("data:"):
                     yield line[5:].strip()
         except httpx.TimeoutException as exc:
@@ -239,7 +257,8 @@ class _HttpProvider:
         except httpx.HTTPError as exc:
             raise BadGateway(f"{self.name} stream failed: {type(exc).__name__}") from exc
         finally:
-            response.close()
+            with anyio.CancelScope(shield=True):  # a cancelled stream (client gone) still frees the connection
+                await response.aclose()
 
 
 def openai_base(url: str) -> str:
@@ -263,13 +282,14 @@ class OpenAICompatible(_HttpProvider):
 
     name = "openai"
 
-    def __init__(self, settings: Settings, client: httpx.Client | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         key = settings.secret("openai_api_key")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        super().__init__(openai_base(settings.openai_base_url), headers, settings, client, key)
+        super().__init__(openai_base(settings.openai_base_url), headers, settings, key)
 
-    def complete(self, model: str, messages: Sequence[Message], max_tokens: int) -> Completion:
-        body = self._post("/chat/completions", {"model": model, "messages": list(messages), "max_tokens": max_tokens})
+    async def complete(self, model: str, messages: Sequence[Message], max_tokens: int) -> Completion:
+        body = await self._post("/chat/completions",
+                                {"model": model, "messages": list(messages), "max_tokens": max_tokens})
         try:
             choice = body["choices"][0]
             text = choice["message"]["content"] or ""
@@ -280,7 +300,8 @@ class OpenAICompatible(_HttpProvider):
             raise _malformed(self.name, "a text answer")
         return Completion(text, usage, model, self.name, choice.get("finish_reason"))
 
-    def stream(self, model: str, messages: Sequence[Message], max_tokens: int) -> Iterator[Delta | Completion]:
+    async def stream(self, model: str, messages: Sequence[Message], max_tokens: int,
+                     ) -> AsyncIterator[Delta | Completion]:
         """Chunks of `choices[0].delta.content`, then a usage chunk (`include_usage`; its `choices` may be
         empty or hold an empty delta), then `[DONE]`. A stream that ends before `[DONE]` or a
         `finish_reason` was cut off: it raises, it is not a complete answer."""
@@ -290,16 +311,17 @@ class OpenAICompatible(_HttpProvider):
         usage: Usage | None = None
         finish: str | None = None
         done = False
-        for data in self._stream_lines("/chat/completions", payload):
-            if data == "[DONE]":
-                done = True
-                break
-            pieces, event_usage, event_finish = self._stream_event(data)
-            usage = event_usage or usage
-            finish = event_finish or finish
-            for piece in pieces:
-                parts.append(piece)
-                yield Delta(piece)
+        async with contextlib.aclosing(self._stream_lines("/chat/completions", payload)) as lines:
+            async for data in lines:
+                if data == "[DONE]":
+                    done = True
+                    break
+                pieces, event_usage, event_finish = self._stream_event(data)
+                usage = event_usage or usage
+                finish = event_finish or finish
+                for piece in pieces:
+                    parts.append(piece)
+                    yield Delta(piece)
         if not done and finish is None:
             raise BadGateway(f"{self.name} stream ended before the model finished", code="malformed_model_response")
         text = "".join(parts)
@@ -354,10 +376,10 @@ class Anthropic(_HttpProvider):
     name = "anthropic"
     version = "2023-06-01"
 
-    def __init__(self, settings: Settings, client: httpx.Client | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         key = settings.secret("anthropic_api_key")
         headers = {"anthropic-version": self.version, **({"x-api-key": key} if key else {})}
-        super().__init__(anthropic_base(settings.anthropic_base_url), headers, settings, client, key)
+        super().__init__(anthropic_base(settings.anthropic_base_url), headers, settings, key)
 
     @staticmethod
     def _payload(model: str, messages: Sequence[Message], max_tokens: int) -> dict[str, Any]:
@@ -367,8 +389,8 @@ class Anthropic(_HttpProvider):
             payload["system"] = system
         return payload
 
-    def complete(self, model: str, messages: Sequence[Message], max_tokens: int) -> Completion:
-        body = self._post("/v1/messages", self._payload(model, messages, max_tokens))
+    async def complete(self, model: str, messages: Sequence[Message], max_tokens: int) -> Completion:
+        body = await self._post("/v1/messages", self._payload(model, messages, max_tokens))
         try:
             text = "".join(block["text"] for block in body["content"] if block.get("type") == "text")
             latest: dict[str, int] = {}
@@ -378,7 +400,8 @@ class Anthropic(_HttpProvider):
             raise _malformed(self.name, "content or a valid usage") from exc
         return Completion(text, usage, model, self.name, body.get("stop_reason"))
 
-    def stream(self, model: str, messages: Sequence[Message], max_tokens: int) -> Iterator[Delta | Completion]:
+    async def stream(self, model: str, messages: Sequence[Message], max_tokens: int,
+                     ) -> AsyncIterator[Delta | Completion]:
         """message_start (usage), content_block_delta (text), message_delta (usage again, stop reason),
         message_stop. Each usage field keeps its latest non-null value: some servers send
         `input_tokens: 0` at the start and the real count in message_delta. A stream that ends before
@@ -388,33 +411,34 @@ class Anthropic(_HttpProvider):
         latest: dict[str, int] = {}
         stop: str | None = None
         stopped = False
-        for data in self._stream_lines("/v1/messages", payload):
-            try:
-                event = json.loads(data)
-                kind = event.get("type")
-                piece: str | None = None
-                if kind == "message_start":
-                    _merge_anthropic_usage(latest, event["message"].get("usage"))
-                elif kind == "content_block_delta" and event["delta"].get("type") == "text_delta":
-                    piece = event["delta"]["text"]
-                    if not isinstance(piece, str):
-                        raise TypeError("text is not text")
-                elif kind == "message_delta":
-                    _merge_anthropic_usage(latest, event.get("usage"))
-                    stop = (event.get("delta") or {}).get("stop_reason", stop)
-                elif kind == "message_stop":
-                    stopped = True
-                elif kind == "error":
-                    error = event.get("error") or {}
-                    raise BadGateway(f"anthropic stream error: {error.get('type', 'unknown')}: "
-                                     f"{str(error.get('message', ''))[:200]}")
-            except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                raise _malformed(self.name, "a well-formed stream event") from exc
-            if piece:
-                parts.append(piece)
-                yield Delta(piece)
-            if stopped:
-                break
+        async with contextlib.aclosing(self._stream_lines("/v1/messages", payload)) as lines:
+            async for data in lines:
+                try:
+                    event = json.loads(data)
+                    kind = event.get("type")
+                    piece: str | None = None
+                    if kind == "message_start":
+                        _merge_anthropic_usage(latest, event["message"].get("usage"))
+                    elif kind == "content_block_delta" and event["delta"].get("type") == "text_delta":
+                        piece = event["delta"]["text"]
+                        if not isinstance(piece, str):
+                            raise TypeError("text is not text")
+                    elif kind == "message_delta":
+                        _merge_anthropic_usage(latest, event.get("usage"))
+                        stop = (event.get("delta") or {}).get("stop_reason", stop)
+                    elif kind == "message_stop":
+                        stopped = True
+                    elif kind == "error":
+                        error = event.get("error") or {}
+                        raise BadGateway(f"anthropic stream error: {error.get('type', 'unknown')}: "
+                                         f"{str(error.get('message', ''))[:200]}")
+                except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                    raise _malformed(self.name, "a well-formed stream event") from exc
+                if piece:
+                    parts.append(piece)
+                    yield Delta(piece)
+                if stopped:
+                    break
         if not stopped:
             raise BadGateway(f"{self.name} stream ended before the model finished", code="malformed_model_response")
         try:
@@ -442,14 +466,19 @@ class Offline:
             text = f"{OFFLINE_NOTICE} You said: {last[:500]} (turn {turns} of this session)"
         return text[: max_tokens * 4]
 
-    def complete(self, model: str, messages: Sequence[Message], max_tokens: int) -> Completion:
+    def completion(self, model: str, messages: Sequence[Message], max_tokens: int) -> Completion:
+        """The answer, computed at once (no I/O)."""
         text = self._answer(messages, max_tokens)
         prompt = sum(len(m["content"]) for m in messages)
         return Completion(text, Usage(_approx_tokens("x" * prompt), 0, 0, _approx_tokens(text)), model, self.name,
                           "stop")
 
-    def stream(self, model: str, messages: Sequence[Message], max_tokens: int) -> Iterator[Delta | Completion]:
-        done = self.complete(model, messages, max_tokens)
+    async def complete(self, model: str, messages: Sequence[Message], max_tokens: int) -> Completion:
+        return self.completion(model, messages, max_tokens)
+
+    async def stream(self, model: str, messages: Sequence[Message], max_tokens: int,
+                     ) -> AsyncIterator[Delta | Completion]:
+        done = self.completion(model, messages, max_tokens)
         for i in range(0, len(done.text), 16):
             yield Delta(done.text[i : i + 16])
         yield done
@@ -477,6 +506,21 @@ def get_provider(name: str, settings: Settings) -> Provider:
 
 
 def reset_providers() -> None:
-    """Forget the cached providers (tests change settings between cases)."""
+    """Close and forget the cached providers (tests change settings between cases)."""
     with _lock:
+        providers = list(_providers.values())
         _providers.clear()
+    for provider in providers:
+        if isinstance(provider, _HttpProvider):
+            provider.clients.close_all()
+
+
+async def aclose_providers() -> None:
+    """Close this event loop's provider clients."""
+    for provider in list(_providers.values()):
+        if isinstance(provider, _HttpProvider):
+            await provider.clients.aclose()
+
+
+async def _close_client(client: httpx.AsyncClient) -> None:
+    await client.aclose()

@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import flask
+from starlette.responses import Response
 
 from functions import runtime
 from functions.db import SERVICE
@@ -20,31 +20,32 @@ from functions.http import Context, endpoint
 log = logging.getLogger("functions.refresh_views")
 
 
-def run() -> dict[str, Any]:
+async def run() -> dict[str, Any]:
     """Do the scheduled work once; what it did and how long it took."""
     started = time.perf_counter()
     db = runtime.database()
-    expired = db.rpc("expire_stale_holds", {"older_than_seconds": runtime.settings().hold_expiry_seconds}, SERVICE)
+    older_than = runtime.settings().hold_expiry_seconds
+    expired = await db.rpc("expire_stale_holds", {"older_than_seconds": older_than}, SERVICE)
     for hold_id in expired["hold_ids"]:
         log.warning(json.dumps({"event": "hold_expired", "hold_id": hold_id}))
     retention = runtime.settings().usage_retention_months  # unset: the value stored in the database
-    refreshed = db.rpc("refresh_usage_views", {"retention_months": retention} if retention else {}, SERVICE)
+    refreshed = await db.rpc("refresh_usage_views", {"retention_months": retention} if retention else {}, SERVICE)
     return {"refreshed": [refreshed], "expired_holds": expired,
             "duration_ms": round((time.perf_counter() - started) * 1000, 2)}
 
 
 @endpoint("refresh_views", methods=("POST",))
-def handle(ctx: Context) -> flask.Response | Mapping[str, Any]:
+async def handle(ctx: Context) -> Response | Mapping[str, Any]:
     """Refresh the usage views and expire stale holds (service secret required)."""
     ctx.authenticate_service()
-    result = run()
+    result = await run()
     ctx.log_fields.update(expired=result["expired_holds"]["expired"])
     return result
 
 
-def on_event(cloud_event: Any) -> None:
+async def on_event(cloud_event: Any) -> None:
     """CloudEvent entry point (Pub/Sub message from Cloud Scheduler): runs the job, logs the outcome.
     Failures raise, so the event is retried by the platform."""
-    result = run()
+    result = await run()
     log.info(json.dumps({"function": "refresh_views", "trigger": "cloudevent",
                          "event_id": getattr(cloud_event, "get", lambda _k: None)("id"), **result}, default=str))

@@ -1,5 +1,6 @@
 """Process-wide singletons: settings, the database port, the authenticator. Created on first use and
-reused by every request of the process (functions-framework runs several threads per process)."""
+reused by every request of the process. What they hold that belongs to an event loop (pools, HTTP
+clients) is made per loop, inside it (`functions.loops`)."""
 
 from __future__ import annotations
 
@@ -96,14 +97,29 @@ def authenticator() -> Authenticator:
         return _authenticator
 
 
+async def aclose() -> None:
+    """Close what the running event loop holds (pools, HTTP clients); the singletons stay."""
+    from functions.providers import aclose_providers
+
+    if _database is not None:
+        await _database.aclose()
+    if _read_database is not None:
+        await _read_database.aclose()
+    if _authenticator is not None:
+        await _authenticator.aclose()
+    await aclose_providers()
+
+
 def reset() -> None:
-    """Drop every singleton (tests change the environment between cases)."""
+    """Close and drop every singleton (tests change the environment between cases)."""
     global _database, _read_database, _read_checked, _authenticator
     with _lock:
         if _database is not None:
             _database.close()
         if _read_database is not None:
             _read_database.close()
+        if _authenticator is not None:
+            _authenticator.close()
         _database = None
         _read_database = None
         _read_checked = False

@@ -1,7 +1,8 @@
 """Serve every function on one local port for the frontend: `python -m functions.serve`.
 
 Starts the embedded Postgres (or uses DATABASE_URL), applies sql/, the migrations and the seed, mounts
-each functions-framework target under /<target>, and prints the URLs, a development token for the seeded
+each functions-framework target's ASGI app under /<target> (one Starlette app on uvicorn, as a deployed
+target runs), and prints the URLs, a development token for the seeded
 demo user, the service secret and the psql command for the embedded database (which Ctrl+C or SIGTERM
 stops together with the server). The demo page is served from a second port, so the browser calls the
 functions cross-origin exactly as a deployed frontend does (CORS included). Development only: refuses
@@ -11,9 +12,12 @@ ENVIRONMENT=production.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
+import socket
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -44,34 +48,59 @@ def build_demo_app(functions_url: str, demo_token: str | None) -> Any:
 
 
 def build_app() -> Any:
-    """One WSGI app with each target's functions-framework app under /<target>."""
-    from functions_framework import create_app
-    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+    """One ASGI app with each target's functions-framework app mounted under /<target>; closes this loop's
+    pools and clients when it shuts down."""
+    from functions_framework.aio import create_asgi_app
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, PlainTextResponse, Response
+    from starlette.routing import Mount, Route
 
+    from functions import runtime
     from functions.main import TARGETS
 
-    apps = {f"/{t}": _root_for_empty_path(create_app(t, str(SOURCE))) for t in TARGETS}  # type: ignore[no-untyped-call]
-    os.environ.pop("FUNCTION_TARGET", None)  # create_app writes it; it names one target, not all
+    mounts = [Mount(f"/{t}", app=create_asgi_app(t, str(SOURCE))) for t in TARGETS]  # type: ignore[no-untyped-call]
+    os.environ.pop("FUNCTION_TARGET", None)  # in case the framework wrote it; it names one target, not all
 
-    def index_or_404(environ: dict[str, Any], start_response: Any) -> Any:
-        if environ.get("PATH_INFO") in ("", "/"):
-            start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
-            return [("functions: " + ", ".join(f"/{t}" for t in TARGETS) + "\n").encode()]
-        start_response("404 Not Found", [("Content-Type", "application/json")])
-        return [b'{"error": {"code": "not_found", "message": "No function is served at this path."}}']
+    async def index(request: Request) -> Response:
+        return PlainTextResponse("functions: " + ", ".join(f"/{t}" for t in TARGETS) + "\n")
 
-    return DispatcherMiddleware(index_or_404, apps)
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return JSONResponse({"error": {"code": "not_found", "message": "No function is served at this path."}},
+                            status_code=404)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        yield
+        await runtime.aclose()
+
+    app = Starlette(routes=[Route("/", index), *mounts], exception_handlers={404: not_found}, lifespan=lifespan)
+    targets = {f"/{t}" for t in TARGETS}
+
+    async def root_for_bare_target(scope: Any, receive: Any, send: Any) -> None:
+        """A request to /chat reaches the chat app at its root (a Mount alone would redirect to /chat/)."""
+        if scope["type"] == "http" and scope["path"] in targets:
+            scope = dict(scope, path=scope["path"] + "/", raw_path=scope["path"].encode() + b"/")
+        await app(scope, receive, send)
+
+    return root_for_bare_target
 
 
-def _root_for_empty_path(app: Any) -> Any:
-    """Flask answers 308 for an empty path: a request to /chat reaches the chat app as /."""
+def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0) -> tuple[Any, threading.Thread, int]:
+    """Serve an ASGI app with uvicorn in a daemon thread (tests, the demo page); (server, thread, port).
+    Stop it with `server.should_exit = True` and join the thread."""
+    import uvicorn
 
-    def wrapped(environ: dict[str, Any], start_response: Any) -> Any:
-        if environ.get("PATH_INFO", "") == "":
-            environ["PATH_INFO"] = "/"
-        return app(environ, start_response)
-
-    return wrapped
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5, lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name=f"uvicorn-{port}")
+    thread.start()
+    while not server.started and thread.is_alive():
+        threading.Event().wait(0.01)
+    return server, thread, int(sock.getsockname()[1])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -135,13 +164,17 @@ def _serve(args: argparse.Namespace, demo_origin: str) -> None:
         server = localdb.start()  # the handle runtime.database() started
         print(f"\nEmbedded Postgres ({server.pgdata}; stopped with this server):\n  {localdb.psql_command(server)}",
               flush=True)
-    from werkzeug.serving import make_server, run_simple
+    import uvicorn
+    from werkzeug.serving import make_server
 
     if args.demo_port:
         demo = make_server(args.host, args.demo_port, build_demo_app(base, token), threaded=True)
         threading.Thread(target=demo.serve_forever, daemon=True).start()
         print(f"\nDemo page: {demo_origin}/index.html", flush=True)
-    run_simple(args.host, args.port, app, threaded=True, use_reloader=False)
+    # uvicorn handles SIGINT/SIGTERM itself (graceful shutdown, the lifespan closes the pools), then raises the
+    # signal again, which ends in KeyboardInterrupt in `main` and stops the embedded Postgres.
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=5,
+                lifespan="on")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import flask
 from pydantic import TypeAdapter
+from starlette.responses import Response
 
 from functions import runtime
 from functions.db import SERVICE, RawJson
@@ -21,20 +21,20 @@ _EVENTS = TypeAdapter(list[UsageEvent])
 
 
 @endpoint("usage", methods=("GET", "POST"))
-def handle(ctx: Context) -> flask.Response | Mapping[str, Any]:
+async def handle(ctx: Context) -> Response | Mapping[str, Any]:
     """Summary for the caller (GET) or batch ingest for services (POST)."""
-    if ctx.request.method == "POST":
+    if ctx.method == "POST":
         ctx.authenticate_service()
-        batch = ctx.json_body(IngestRequest)
+        batch = await ctx.json_body(IngestRequest)
         events = RawJson(_EVENTS.dump_json(batch.events, exclude_none=True).decode())  # one Rust pass, no dicts
-        result: dict[str, Any] = ctx.db.rpc("ingest_usage", {"events": events}, SERVICE)
+        result: dict[str, Any] = await ctx.db.rpc("ingest_usage", {"events": events}, SERVICE)
         ctx.log_fields.update(events=result["received"], inserted=result["inserted"])
         return result
-    principal = ctx.authenticate_user()
+    principal = await ctx.authenticate_user()
     query = ctx.query(UsageQuery)
     to = query.to or datetime.now(UTC).date()
     default_span = timedelta(days=DEFAULT_DAYS - 1)
     since = query.from_ or (to - default_span if to >= date.min + default_span else date.min)  # no overflow
-    summary: dict[str, Any] = runtime.read_database().rpc("usage_summary", {  # a replica when configured
+    summary: dict[str, Any] = await runtime.read_database().rpc("usage_summary", {  # a replica when configured
         "from": since, "to": to, "group_by": query.group_by, "user_id": principal.user_id}, principal.caller)
     return summary

@@ -122,6 +122,7 @@ def fn_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     runtime.reset()
     with stamina.set_testing(True, attempts=3, cap=True):  # retries without the waits
         yield
+    fnsupport.close_all()  # each Api's loop: its pools and clients closed on it, then the loop
     runtime.reset()
 
 
@@ -152,6 +153,7 @@ def api(request: pytest.FixtureRequest, fn_env: None, db: Sql) -> Iterator[Any]:
         client.router = router  # type: ignore[attr-defined]
         client.emulator = emulator  # type: ignore[attr-defined]
         yield client
+        client.close()
         runtime.reset()
         if emulator is not None:
             emulator.close()

@@ -3,6 +3,7 @@ the service secret, and the parsers that turn caller input into ids (property te
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -92,9 +93,12 @@ class UntouchableDatabase:
     def __init__(self) -> None:
         self.calls = []
 
-    def rpc(self, name: str, args: Mapping[str, Any], caller: Caller = SERVICE) -> Any:
+    async def rpc(self, name: str, args: Mapping[str, Any], caller: Caller = SERVICE) -> Any:
         self.calls.append(name)
         raise AssertionError(f"the database was called ({name}) for a caller that should have been refused")
+
+    async def aclose(self) -> None:
+        pass
 
     def close(self) -> None:
         pass
@@ -379,7 +383,7 @@ def test_production_never_accepts_the_development_secrets() -> None:
     authenticator = auth.Authenticator(settings)
     dev_token = auth.mint_dev_token(uuid.uuid4())
     with pytest.raises(Unauthorized):
-        authenticator.verify_token(dev_token)
+        asyncio.run(authenticator.verify_token(dev_token))
     with pytest.raises(Unauthorized):
         authenticator.service({"Authorization": f"Bearer {DEV_SERVICE_SECRET}"})
     authenticator.service({"Authorization": "Bearer a-real-service-secret-with-more-than-32-bytes-0123"})

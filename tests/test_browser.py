@@ -41,21 +41,20 @@ class Servers:
 def servers(fn_env: None, db: Sql, monkeypatch: pytest.MonkeyPatch) -> Iterator[Servers]:
     from werkzeug.serving import make_server
 
-    from functions.serve import build_app, build_demo_app
+    from functions.serve import build_app, build_demo_app, serve_in_thread
 
-    functions = make_server("127.0.0.1", 0, build_app(), threaded=True)
-    functions_url = f"http://127.0.0.1:{functions.server_port}"
+    functions, functions_thread, functions_port = serve_in_thread(build_app())  # uvicorn, as deployed
+    functions_url = f"http://127.0.0.1:{functions_port}"
     demo_token = fnsupport.token(DEMO_USER, email="demo@example.com")
     demo = make_server("127.0.0.1", 0, build_demo_app(functions_url, demo_token), threaded=True)
     demo_url = f"http://127.0.0.1:{demo.server_port}"
     monkeypatch.setenv("CORS_ALLOWED_ORIGINS", demo_url)  # cross-origin, as a deployed frontend
     runtime.reset()
     runtime.install(PostgresDatabase(db.url, max_size=4))
-    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in (functions, demo)]
-    for t in threads:
-        t.start()
+    threading.Thread(target=demo.serve_forever, daemon=True).start()
     yield Servers(functions_url, demo_url, db)
-    functions.shutdown()
+    functions.should_exit = True
+    functions_thread.join(10)
     demo.shutdown()
 
 

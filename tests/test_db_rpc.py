@@ -231,6 +231,21 @@ def test_begin_charge_rate_limits_per_plan(db: Sql) -> None:
 # settle_chat_turn ----------------------------------------------------------------------------------------
 
 
+def test_the_answer_is_stored_once_and_replays_still_carry_it(db: Sql) -> None:
+    """20261202000500_lean_turns: the hold's result keeps no second copy of the answer; every replay path
+    (settle again, begin again) reads it back from the assistant message."""
+    uid = db.make_user(balance=1)
+    hold = begin(db, uid, "once")
+    answer = "a long answer " * 50
+    first = settle_chat(db, hold["hold_id"], user_message="q", assistant_message=answer)
+    assert first["content"] == answer
+    stored = db.one("select result from public.holds where id = %s", (hold["hold_id"],))
+    assert "content" not in stored and stored["assistant_message_id"] == first["assistant_message_id"]
+    assert settle_chat(db, hold["hold_id"], user_message="q", assistant_message="other")["content"] == answer
+    replay = begin(db, uid, "once")
+    assert replay["replay"] is True and replay["result"]["content"] == answer
+
+
 def test_settle_chat_turn_writes_the_whole_turn(db: Sql) -> None:
     uid = db.make_user(balance=1)
     hold = begin(db, uid, "turn-1")

@@ -5,11 +5,13 @@ leave, delete the session, outlive the hold's expiry, lose the database."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
@@ -22,7 +24,7 @@ from functions.providers import Completion, Delta, Offline
 from functions.settings import get_settings
 from tests.fnsupport import Api
 from tests.pg import Sql
-from tests.test_faults import dead_pool
+from tests.test_faults import dead_pool, use_pool
 from tests.test_races import books_balance, race
 
 PIECES = ["Once ", "upon ", "a ", "time ", "there ", "was ", "a ", "stream."]
@@ -48,16 +50,18 @@ def connection(url: str) -> Iterator[Sql]:
 
 
 def slow_model(monkeypatch: pytest.MonkeyPatch, pause: float, *, before_done: Any = None) -> None:
-    """The offline model, streaming PIECES with a pause before each; `before_done()` runs before the final
-    message (after every delta was sent)."""
+    """The offline model, streaming PIECES with a pause before each; `before_done()` (or its awaitable) runs
+    before the final message (after every delta was sent)."""
 
-    def stream(self: Offline, model: str, messages: Any, max_tokens: int) -> Iterator[Delta | Completion]:
+    async def stream(self: Offline, model: str, messages: Any, max_tokens: int) -> AsyncIterator[Delta | Completion]:
         for piece in PIECES:
-            time.sleep(pause)
+            await asyncio.sleep(pause)
             yield Delta(piece)
         if before_done is not None:
-            before_done()
-        yield Completion("".join(PIECES), Offline().complete(model, messages, max_tokens).usage, model, "offline")
+            done = before_done()
+            if inspect.isawaitable(done):
+                await done
+        yield Completion("".join(PIECES), Offline().completion(model, messages, max_tokens).usage, model, "offline")
 
     monkeypatch.setattr(Offline, "stream", stream)
 
@@ -86,11 +90,11 @@ def test_a_client_that_leaves_after_the_first_delta_is_charged_for_what_it_got(
     api, _, db = pg_api
     slow_model(monkeypatch, 0.01)
     uid = db.make_user(balance=5)
-    response = api.post("chat", {"message": "tell me a story", "stream": True}, user=uid, buffered=False)
-    chunks = response.response  # the app's iterator, consumed as a server would
-    first = next(iter(chunks)).decode()
+    response = api.stream("chat", {"message": "tell me a story", "stream": True}, user=uid)
+    first = (response.next_chunk() or b"").decode()  # read as a server sends it
     assert first.startswith("event: delta") and PIECES[0] in first
-    response.close()  # the client went away: the server closes the app's iterator
+    response.disconnect()  # the client went away: Starlette cancels the streaming task
+    assert hold_of(db, uid)["status"] == "settled", "the settle did not survive the cancellation"
     hold = hold_of(db, uid)
     assert hold["status"] == "settled" and hold["delivered_chars"] == len(PIECES[0])
     [charge] = charges(db, uid)
@@ -98,6 +102,56 @@ def test_a_client_that_leaves_after_the_first_delta_is_charged_for_what_it_got(
     answer = db.one("select content, status from public.chat_messages where user_id = %s and role = 'assistant'",
                     (uid,))
     assert answer == {"content": PIECES[0], "status": "partial"}
+    books_balance(db, uid)
+
+
+def test_a_client_that_stops_reading_then_leaves_is_charged_for_what_was_sent(
+        pg_api: tuple[Api, PostgresDatabase, Sql], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server is blocked sending the second delta when the client leaves: the cancellation lands outside
+    the stream's generator (suspended at a yield), and the response closes it, so it still settles."""
+    api, _, db = pg_api
+    slow_model(monkeypatch, 0.0)
+    uid = db.make_user(balance=5)
+    response = api.stream("chat", {"message": "tell me a story", "stream": True}, user=uid, stall_after=1)
+    assert PIECES[0] in (response.next_chunk() or b"").decode()
+    response.disconnect()
+    hold = hold_of(db, uid)
+    assert hold["status"] == "settled", "the suspended stream was never closed, so never settled"
+    delivered = db.one("select content from public.chat_messages where user_id = %s and role = 'assistant'", (uid,))
+    assert delivered.startswith(PIECES[0]) and len(charges(db, uid)) == 1
+    books_balance(db, uid)
+
+
+def test_a_client_that_closes_its_connection_to_uvicorn_is_charged_for_what_it_got(
+        fn_env: None, db: Sql, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole way, as deployed: uvicorn, a real socket closed by the client after the first delta."""
+    import httpx
+
+    from functions.serve import build_app, serve_in_thread
+    from tests import fnsupport
+
+    runtime.install(PostgresDatabase(db.url, max_size=4))
+    slow_model(monkeypatch, 0.2)
+    uid = db.make_user(balance=5)
+    server, thread, port = serve_in_thread(build_app())
+    try:
+        with httpx.Client(timeout=30) as client, client.stream(
+                "POST", f"http://127.0.0.1:{port}/chat", json={"message": "tell me a story", "stream": True},
+                headers={"Authorization": f"Bearer {fnsupport.token(uid)}"}) as answer:
+            first = next(answer.iter_text())
+            assert first.startswith("event: delta") and PIECES[0] in first
+        deadline = time.monotonic() + 20
+        while hold_of(db, uid)["status"] == "open" and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    hold = hold_of(db, uid)
+    assert hold["status"] == "settled" and hold["delivered_chars"] < len("".join(PIECES))
+    answer_row = db.one("select content, status from public.chat_messages where user_id = %s and role = 'assistant'",
+                        (uid,))
+    assert answer_row["status"] == "partial" and answer_row["content"].startswith(PIECES[0])
+    assert len(charges(db, uid)) == 1
     books_balance(db, uid)
 
 
@@ -199,23 +253,22 @@ def test_the_database_lost_after_the_text_was_delivered_is_charged_by_the_expiry
     charges it once the database is back."""
     api, database, db = pg_api
     uid = db.make_user(balance=5)
-    database._open()
-    live = database.pool
+    live = api.run(database.pools.get())
     broken: list[Any] = []
 
-    def lose_the_database() -> None:
+    async def lose_the_database() -> None:
         db.q("select pg_terminate_backend(pid) from pg_stat_activity where datname = current_database()"
              " and pid <> pg_backend_pid()")
-        broken.append(dead_pool(tmp_path))
-        database.pool = broken[0]
+        broken.append(await dead_pool(tmp_path))
+        database.pools.replace(broken[0])
 
     slow_model(monkeypatch, 0.0, before_done=lose_the_database)
     try:
         out = events(api.post("chat", {"message": "then the lights went out", "stream": True}, user=uid))
     finally:
-        database.pool = live
+        use_pool(api, database, live)
         for pool in broken:
-            pool.close()
+            api.run(pool.close())
     assert [name for name, _ in out] == ["delta"] * len(PIECES) + ["error"]
     assert out[-1][1]["code"] == "database_unavailable"
     hold = hold_of(db, uid)

@@ -49,3 +49,17 @@ def test_supabase_config_exposes_only_public_and_seeds_from_seed_sql() -> None:
     assert config["db"]["seed"]["sql_paths"] == ["./seed.sql"]
     assert (ROOT / "supabase" / "seed.sql").is_file()
     assert config["project_id"]
+
+
+@pytest.mark.parametrize("target", ["chat", "compile", "usage", "keys", "refresh_views", "health",
+                                    "refresh_views_event"])
+def test_every_target_is_served_in_asgi_mode(target: str) -> None:
+    """The framework's own entry point (what the buildpack runs) picks its ASGI app for every target, so a
+    stream holds a socket on uvicorn, not a thread."""
+    code = ("from functions_framework import create_app; "
+            f"app = create_app({target!r}, {str(ROOT / 'functions' / 'main.py')!r}); "
+            "print(type(app).__module__.split('.')[0])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "ENVIRONMENT": "development"}, cwd=ROOT, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "starlette"

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 import pytest
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool
 
 from functions import runtime
 from functions.db.postgres import PostgresDatabase
@@ -25,9 +25,24 @@ def pg(fn_env: None, db: Sql, monkeypatch: pytest.MonkeyPatch) -> tuple[Api, Pos
     return Api("postgres"), database, db
 
 
-def dead_pool(tmp_path: Any) -> ConnectionPool:
-    return ConnectionPool(f"postgresql://postgres@/postgres?host={tmp_path}", min_size=0, max_size=1, timeout=0.5,
-                          kwargs={"connect_timeout": 1}, open=True)
+async def dead_pool(tmp_path: Any) -> AsyncConnectionPool:
+    """A pool whose every connection attempt fails (no server at that socket), opened on the running loop."""
+    pool = AsyncConnectionPool(f"postgresql://postgres@/postgres?host={tmp_path}", min_size=0, max_size=1,
+                               timeout=0.5, kwargs={"connect_timeout": 1}, open=False)
+    await pool.open()
+    return pool
+
+
+def use_pool(api: Api, database: PostgresDatabase, pool: AsyncConnectionPool | None) -> AsyncConnectionPool:
+    """Make `pool` the database's pool on the Api's loop (None: a dead one); returns the one it replaced."""
+
+    async def swap() -> AsyncConnectionPool:
+        live = await database.pools.get()
+        database.pools.replace(pool)
+        return live
+
+    assert pool is not None
+    return api.run(swap())
 
 
 def test_database_down_before_the_model_call_is_503_and_the_model_is_never_called(
@@ -36,14 +51,17 @@ def test_database_down_before_the_model_call_is_503_and_the_model_is_never_calle
     api, database, db = pg
     uid = db.make_user(balance=5)
     calls: list[str] = []
-    monkeypatch.setattr(Offline, "complete", lambda *a, **k: calls.append("called"))
-    database._open()
-    live, database.pool = database.pool, dead_pool(tmp_path)
+    async def never(*a: Any, **k: Any) -> None:
+        calls.append("called")
+
+    monkeypatch.setattr(Offline, "complete", never)
+    broken = api.run(dead_pool(tmp_path))
+    live = use_pool(api, database, broken)
     try:
         r = api.post("chat", {"message": "hello"}, user=uid)
     finally:
-        database.pool.close()
-        database.pool = live
+        use_pool(api, database, live)
+        api.run(broken.close())
     assert r.status_code == 503 and r.json["error"]["code"] == "database_unavailable"
     assert calls == []
     assert db.one("select count(*) from public.holds where user_id = %s", (uid,)) == 0
@@ -55,13 +73,13 @@ def test_database_down_after_the_model_call_keeps_the_hold_for_expiry_and_never_
     api, database, db = pg
     uid = db.make_user(balance=5)
     real = Offline.complete
-    live = database.pool
+    live = api.run(database.pools.get())
     attempts: list[float] = []
-    broken_pools: list[ConnectionPool] = []
+    broken_pools: list[AsyncConnectionPool] = []
 
-    def model_then_outage(self: Offline, *args: Any) -> Any:
-        answer = real(self, *args)
-        broken = dead_pool(tmp_path)
+    async def model_then_outage(self: Offline, *args: Any) -> Any:
+        answer = await real(self, *args)
+        broken = await dead_pool(tmp_path)
         broken_pools.append(broken)
         original = broken.connection
 
@@ -70,7 +88,7 @@ def test_database_down_after_the_model_call_keeps_the_hold_for_expiry_and_never_
             return original(*a, **k)
 
         broken.connection = counting  # type: ignore[method-assign]
-        database.pool = broken
+        database.pools.replace(broken)
         return answer
 
     monkeypatch.setattr(Offline, "complete", model_then_outage)
@@ -82,9 +100,9 @@ def test_database_down_after_the_model_call_keeps_the_hold_for_expiry_and_never_
     assert hold["status"] == "open"
     assert db.one("select held_usd from public.billing_accounts where user_id = %s", (uid,)) == hold["amount_usd"]
 
-    database.pool = live  # the database is back; the client retries with the same id
+    use_pool(api, database, live)  # the database is back; the client retries with the same id
     for pool in broken_pools:
-        pool.close()
+        api.run(pool.close())
     monkeypatch.setattr(Offline, "complete", real)
     again = api.post("chat", body, user=uid)
     assert again.status_code == 409 and again.json["error"]["code"] == "request_in_progress"

@@ -9,7 +9,6 @@ Every answer must be documented: status, content type, body and the `X-Request-I
 from __future__ import annotations
 
 import json
-import threading
 import typing
 import uuid
 from collections.abc import Iterator
@@ -117,23 +116,15 @@ class Live:
 def live(fn_env: None, db: Sql) -> Iterator[Live]:
     """Every function served by `build_app()` over HTTP on a fresh database, with one funded user who
     already has a session with a few turns (so listings have pages and cursors)."""
-    from werkzeug.serving import WSGIRequestHandler, make_server
-
     from functions import runtime
     from functions.db.postgres import PostgresDatabase
-    from functions.serve import build_app
-
-    class QuietHandler(WSGIRequestHandler):
-        def log_request(self, *args: Any, **kwargs: Any) -> None:
-            pass
+    from functions.serve import build_app, serve_in_thread
 
     runtime.install(PostgresDatabase(db.url, max_size=8))
-    server = make_server("127.0.0.1", 0, build_app(), threaded=True, request_handler=QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, name="openapi-live-server", daemon=True)
-    thread.start()
+    server, thread, port = serve_in_thread(build_app())  # uvicorn, as deployed
     user = db.make_user(balance=500.0, plan="team")  # team: 600 requests a minute, so few 429s
     session = requests.Session()
-    live = Live(f"http://127.0.0.1:{server.port}", user, fnsupport.token(user), session)
+    live = Live(f"http://127.0.0.1:{port}", user, fnsupport.token(user), session)
     try:
         for i in range(3):
             answer = session.post(f"{live.url}/chat", json={"message": f"turn {i}", "session_id": "main"},
@@ -142,9 +133,8 @@ def live(fn_env: None, db: Sql) -> Iterator[Live]:
         yield live
     finally:
         session.close()
-        server.shutdown()
+        server.should_exit = True
         thread.join(10)
-        server.server_close()
 
 
 def _send(live: Live, case: Any, checks: list[Any]) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -452,8 +452,8 @@ def test_stream_whose_connection_drops_after_a_delta_keeps_a_partial_answer(api:
     db: Sql = api.db
     uid = db.make_user(balance=5)
 
-    class Dropped(httpx.SyncByteStream):
-        def __iter__(self) -> Iterator[bytes]:
+    class Dropped(httpx.AsyncByteStream):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
             yield spec.first_delta_then("Half", "")
             raise httpx.ReadError("connection reset by peer")
 

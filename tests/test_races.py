@@ -33,7 +33,7 @@ def pg_api(fn_env: None, db: Sql) -> Api:
 def exact_price_model(db: Sql) -> tuple[int, Decimal]:
     """A model whose worst-case hold equals the real charge of one turn: input is free, and max_tokens
     is exactly the number of output tokens the offline model produces for MESSAGE."""
-    done = Offline().complete("race-model", [{"role": "system", "content": SYSTEM_PROMPT},
+    done = Offline().completion("race-model", [{"role": "system", "content": SYSTEM_PROMPT},
                                              {"role": "user", "content": MESSAGE}], 1000)
     db.q("insert into public.model_prices (model, provider, input_usd_per_mtok, output_usd_per_mtok, "
          "max_output_tokens) values ('race-model', 'offline', 0, 1000, 4096)")
@@ -120,11 +120,11 @@ def test_hold_expiring_while_its_settle_is_in_flight_is_never_charged(pg_api: Ap
     uid = db.make_user(balance=5)
     real = Offline.complete
 
-    def slow_model(self: Offline, model: str, messages: Any, max_tokens: int) -> Any:
+    async def slow_model(self: Offline, model: str, messages: Any, max_tokens: int) -> Any:
         db.q("update public.holds set last_seen_at = now() - interval '1 hour' where user_id = %s and status = 'open'",
              (uid,))
-        assert pg_api.service("refresh_views").json["expired_holds"]["expired"] == 1
-        return real(self, model, messages, max_tokens)
+        assert (await pg_api.aservice("refresh_views")).json["expired_holds"]["expired"] == 1
+        return await real(self, model, messages, max_tokens)
 
     monkeypatch.setattr(Offline, "complete", slow_model)
     r = pg_api.post("chat", {"message": "too slow"}, user=uid)

@@ -32,13 +32,20 @@ def test_refresh_views_refuses_users(api: Any) -> None:
 
 
 def test_refresh_views_runs_as_a_cloudevent_target(api: Any) -> None:
-    from functions_framework import create_app
+    import httpx
+    from functions_framework.aio import create_asgi_app
 
-    app = create_app("refresh_views_event", SOURCE, "cloudevent")
+    app = create_asgi_app("refresh_views_event", SOURCE, "cloudevent")
     event = {"specversion": "1.0", "type": "google.cloud.pubsub.topic.v1.messagePublished",
              "source": "//pubsub.googleapis.com/projects/p/topics/refresh", "id": "evt-1",
              "data": {"message": {"data": ""}}}
-    r = app.test_client().post("/", data=json.dumps(event), headers={"Content-Type": "application/cloudevents+json"})
+
+    async def deliver() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fn.test") as client:
+            return await client.post("/", content=json.dumps(event),
+                                     headers={"Content-Type": "application/cloudevents+json"})
+
+    r = api.run(deliver())
     assert r.status_code == 200
     assert api.db.one("select refreshed_at > now() - interval '1 minute' from private.view_refreshes") is True
 

@@ -49,8 +49,14 @@ def check_rpc_name(name: str) -> str:
 class Database(Protocol):
     """What every function needs from the database."""
 
-    def rpc(self, name: str, args: Mapping[str, Any], caller: Caller = SERVICE) -> Any:
+    async def rpc(self, name: str, args: Mapping[str, Any], caller: Caller = SERVICE) -> Any:
         """Call `public.<name>` with `p_<key>` arguments as `caller`; return its JSON result."""
         ...
 
-    def close(self) -> None: ...
+    async def aclose(self) -> None:
+        """Close what this event loop holds (its pool or HTTP client)."""
+        ...
+
+    def close(self) -> None:
+        """Close what every event loop holds, from outside them (process exit, tests)."""
+        ...

@@ -1,5 +1,11 @@
-"""The `postgres` transport: psycopg 3 pool; each call is one transaction that sets the role and
-`request.jwt.claims` exactly as PostgREST does, so SQL sees the same `auth.uid()` and grants."""
+"""The `postgres` transport: psycopg 3's async pool; each call is one transaction that sets the role and
+`request.jwt.claims` exactly as PostgREST does, so SQL sees the same `auth.uid()` and grants.
+
+One round trip per call: the two statements go out together in pipeline mode, and statements of one
+pipeline run in one implicit transaction until its Sync, so `set_config(..., true)` holds for the call and
+vanishes with its commit or rollback. Values are bound server-side (no client-side SQL composition); the
+SQL text of each RPC and argument set is built once. Named prepared statements are opt-in (`prepare`):
+Supabase's transaction-mode pooler may not keep them."""
 
 from __future__ import annotations
 
@@ -14,16 +20,17 @@ from typing import Any
 import psycopg
 import stamina
 from psycopg import errors as pg_errors
-from psycopg import sql
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from functions.db import SERVICE, Caller, check_rpc_name
 from functions.errors import ServiceUnavailable, from_sqlstate
+from functions.loops import PerLoop
 
 log = logging.getLogger(__name__)
 
 # Failures worth another try: the connection, the pool, or a serialization/deadlock abort. Every RPC
 # that writes is idempotent on its request id, so a retry after an ambiguous commit changes nothing.
+_SET_CALLER = "select set_config('role', %s, true), set_config('request.jwt.claims', %s, true)"
 _RETRYABLE = (psycopg.OperationalError, PoolTimeout, pg_errors.SerializationFailure, pg_errors.DeadlockDetected)
 
 
@@ -43,40 +50,41 @@ def as_sql_literal(value: Any) -> str | None:
 class PostgresDatabase:
     def __init__(
         self, url: str, *, min_size: int = 1, max_size: int = 10, connect_timeout: float = 5.0,
-        attempts: int = 3, statement_timeout_ms: int = 15000,
+        attempts: int = 3, statement_timeout_ms: int = 15000, prepare: bool = False,
     ) -> None:
+        self.url = url
         self.attempts = attempts
-        self.pool = ConnectionPool(
-            url,
-            min_size=min_size,
-            max_size=max_size,
-            timeout=connect_timeout,
-            # autocommit: each call is its own implicit transaction (see `_statement`), never nested in one
-            # left open, so a role set for one request cannot outlive it on a reused connection. No check on
+        self.prepare = prepare
+        self._sql: dict[tuple[str, tuple[str, ...]], str] = {}
+        self._pool_args: dict[str, Any] = {
+            "min_size": min_size, "max_size": max_size, "timeout": connect_timeout,
+            # autocommit: each call is its own implicit transaction (see the module docstring), never nested in
+            # one left open, so a role set for one request cannot outlive it on a reused connection. No check on
             # checkout: a dead connection fails the call, which is retried on a fresh one.
-            kwargs={"autocommit": True, "connect_timeout": max(int(connect_timeout), 1),
-                    "options": f"-c statement_timeout={statement_timeout_ms}"},
-            open=False,
-        )
-        self._opened = False
+            "kwargs": {"autocommit": True, "connect_timeout": max(int(connect_timeout), 1),
+                       "options": f"-c statement_timeout={statement_timeout_ms}",
+                       "prepare_threshold": 0 if prepare else None},
+        }
+        self.pools: PerLoop[AsyncConnectionPool] = PerLoop(self._make_pool, _close_pool)
 
-    def _open(self) -> None:
-        if not self._opened:
-            self.pool.open(wait=False)
-            self._opened = True
+    async def _make_pool(self) -> AsyncConnectionPool:
+        pool = AsyncConnectionPool(self.url, open=False, **self._pool_args)
+        await pool.open(wait=False)
+        return pool
 
-    def rpc(self, name: str, args: Mapping[str, Any], caller: Caller = SERVICE) -> Any:
-        check_rpc_name(name)
-        query = self._statement(name, args, caller)
-        self._open()
+    async def rpc(self, name: str, args: Mapping[str, Any], caller: Caller = SERVICE) -> Any:
+        query = self._call_sql(name, tuple(args))
+        params = [as_sql_literal(value) for value in args.values()]
+        claims = (caller.role, json.dumps(caller.claims()))
         try:
-            for attempt in stamina.retry_context(on=_RETRYABLE, attempts=self.attempts, wait_initial=0.05,
-                                                 wait_max=1.0, wait_jitter=0.1):
-                with attempt, self.pool.connection() as conn:
-                    cur = conn.execute(query)
-                    cur.nextset()  # the first result is the set_config row
-                    row = cur.fetchone()
-                    return row[0] if row else None
+            try:  # the common case, without a retry wrapper around it
+                return await self._run(query, params, claims)
+            except _RETRYABLE as exc:
+                log.info("database call failed (%s); retrying", type(exc).__name__)
+            async for attempt in stamina.retry_context(on=_RETRYABLE, attempts=max(self.attempts - 1, 1),
+                                                       wait_initial=0.05, wait_max=1.0, wait_jitter=0.1):
+                with attempt:
+                    return await self._run(query, params, claims)
         except _RETRYABLE as exc:
             log.warning("database unavailable after %s attempts: %s", self.attempts, type(exc).__name__)
             raise ServiceUnavailable("The database is unavailable; try again shortly.",
@@ -86,21 +94,31 @@ class PostgresDatabase:
             raise from_sqlstate(exc.sqlstate, diag.message_primary or "", diag.message_detail) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
-    @staticmethod
-    def _statement(name: str, args: Mapping[str, Any], caller: Caller) -> sql.Composed:
-        """One round trip, one transaction: two statements in one simple-protocol message run as a single
-        implicit transaction on an autocommit connection, so the role and claims set with
-        `set_config(..., true)` hold for the call and vanish with its commit or rollback. Values are quoted
-        client-side by libpq's escaping and stay untyped, so Postgres casts them to the declared types."""
-        call_args = sql.SQL(", ").join(
-            sql.SQL("{} => {}").format(sql.Identifier(f"p_{check_rpc_name(key)}"), sql.Literal(as_sql_literal(value)))
-            for key, value in args.items())
-        claims = sql.Literal(json.dumps(caller.claims()))
-        return sql.SQL("select set_config('role', {}, true), set_config('request.jwt.claims', {}, true); "
-                       "select public.{}({})").format(sql.Literal(caller.role), claims, sql.Identifier(name), call_args)
+    async def _run(self, query: str, params: list[str | None], claims: tuple[str, str]) -> Any:
+        pool = await self.pools.get()
+        async with pool.connection() as conn:
+            async with conn.pipeline():  # both statements in one round trip, one implicit transaction
+                await conn.execute(_SET_CALLER, claims, prepare=self.prepare or None)
+                cur = await conn.execute(query, params, prepare=self.prepare or None)
+            row = await cur.fetchone()
+            return row[0] if row else None
+
+    def _call_sql(self, name: str, keys: tuple[str, ...]) -> str:
+        """`select public.<name>(p_a => %s, ...)`, built once per RPC and argument set. The values go as
+        text of unknown type, so Postgres casts each to the parameter's declared type (as PostgREST does)."""
+        query = self._sql.get((name, keys))
+        if query is None:
+            check_rpc_name(name)
+            call_args = ", ".join(f"p_{check_rpc_name(key)} => %s" for key in keys)
+            query = self._sql[(name, keys)] = f"select public.{name}({call_args})"
+        return query
+
+    async def aclose(self) -> None:
+        await self.pools.aclose()
 
     def close(self) -> None:
-        if self._opened:
-            self.pool.close()
-            self._opened = False
+        self.pools.close_all()
 
+
+async def _close_pool(pool: AsyncConnectionPool) -> None:
+    await pool.close()

@@ -1,7 +1,7 @@
 """The `supabase` transport: RPCs through PostgREST with supabase-py's postgrest client.
 
-One shared httpx client for the process; the caller's headers are set per request (never
-`client.auth(token)` on a shared client: threads would see each other's tokens). Users with their own
+One shared `httpx.AsyncClient` per event loop; the caller's headers are set per request (never
+`client.auth(token)` on a shared client: concurrent requests would see each other's tokens). Users with their own
 access token call as themselves; API-key users and the backend call with the service key, and the RPCs
 take the user id as an argument (`private.effective_user` in SQL decides which applies).
 """
@@ -19,6 +19,7 @@ import stamina
 from functions.db import SERVICE, Caller, RawJson, check_rpc_name
 from functions.db.postgres import as_sql_literal
 from functions.errors import ApiError, ServiceUnavailable, Unauthorized, from_sqlstate
+from functions.loops import PerLoop
 from functions.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,15 +41,15 @@ def _jsonable(value: Any) -> Any:
 
 class SupabaseDatabase:
     def __init__(self, url: str, service_key: str, anon_key: str | None = None, *, attempts: int = 3,
-                 http: httpx.Client | None = None) -> None:
-        from postgrest import SyncPostgrestClient  # lazy: part of supabase-py, slow to import
+                 ) -> None:
+        from postgrest import AsyncPostgrestClient  # lazy: part of supabase-py, slow to import
 
-        self._client_cls = SyncPostgrestClient
+        self._client_cls = AsyncPostgrestClient
         self.rest_url = url.rstrip("/") + "/rest/v1"
         self.service_key = service_key
         self.anon_key = anon_key or service_key
         self.attempts = attempts
-        self.http = http or httpx.Client(timeout=httpx.Timeout(20.0, connect=5.0))
+        self.clients: PerLoop[httpx.AsyncClient] = PerLoop(_make_client, _close_client)
 
     @classmethod
     def from_settings(cls, s: Settings) -> SupabaseDatabase:
@@ -62,31 +63,51 @@ class SupabaseDatabase:
             return {"apikey": self.anon_key, "Authorization": f"Bearer {caller.access_token}"}
         return {"apikey": self.service_key, "Authorization": f"Bearer {self.service_key}"}
 
-    def rpc(self, name: str, args: Mapping[str, Any], caller: Caller = SERVICE) -> Any:
-        from postgrest import APIError
-
+    async def rpc(self, name: str, args: Mapping[str, Any], caller: Caller = SERVICE) -> Any:
         check_rpc_name(name)
         params = {f"p_{check_rpc_name(k)}": _jsonable(v) for k, v in args.items()}
-        client = self._client_cls(self.rest_url, headers=self._headers(caller), http_client=self.http,
+        client = self._client_cls(self.rest_url, headers=self._headers(caller), http_client=await self.clients.get(),
                                   retry_enabled=False)
         try:
-            for attempt in stamina.retry_context(on=(httpx.TransportError, _Gateway), attempts=self.attempts,
-                                                 wait_initial=0.05, wait_max=1.0, wait_jitter=0.1):
+            try:  # the common case, without a retry wrapper around it
+                return await self._call(client, name, params)
+            except (httpx.TransportError, _Gateway) as exc:
+                log.info("supabase call failed (%s); retrying", exc)
+            async for attempt in stamina.retry_context(on=(httpx.TransportError, _Gateway),
+                                                       attempts=max(self.attempts - 1, 1),
+                                                       wait_initial=0.05, wait_max=1.0, wait_jitter=0.1):
                 with attempt:
-                    try:
-                        return client.rpc(name, params).execute().data
-                    except APIError as exc:
-                        if str(exc.code) in _GATEWAY_RETRY:
-                            raise _Gateway(str(exc.code)) from exc
-                        raise _map(exc) from exc
+                    return await self._call(client, name, params)
         except (httpx.TransportError, _Gateway) as exc:
             log.warning("supabase unavailable after %s attempts: %s", self.attempts, exc)
             raise ServiceUnavailable("The database is unavailable; try again shortly.",
                                      code="database_unavailable") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
+    @staticmethod
+    async def _call(client: Any, name: str, params: dict[str, Any]) -> Any:
+        from postgrest import APIError
+
+        try:
+            return (await client.rpc(name, params).execute()).data
+        except APIError as exc:
+            if str(exc.code) in _GATEWAY_RETRY:
+                raise _Gateway(str(exc.code)) from exc
+            raise _map(exc) from exc
+
+    async def aclose(self) -> None:
+        await self.clients.aclose()
+
     def close(self) -> None:
-        self.http.close()
+        self.clients.close_all()
+
+
+async def _make_client() -> httpx.AsyncClient:
+    return httpx.AsyncClient(timeout=httpx.Timeout(20.0, connect=5.0))
+
+
+async def _close_client(client: httpx.AsyncClient) -> None:
+    await client.aclose()
 
 
 def _map(exc: Any) -> ApiError:
