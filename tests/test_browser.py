@@ -4,13 +4,14 @@ axe-core (tests/vendor/axe.min.js, vendored from npm with the page's libraries) 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -115,19 +116,21 @@ def slow_offline_stream(monkeypatch: pytest.MonkeyPatch, *, pieces: int = 200, d
 
     original = Offline.stream
 
-    def stream(self: Any, model: str, messages: Any, max_tokens: int) -> Iterator[Any]:
+    async def stream(self: Any, model: str, messages: Any, max_tokens: int) -> AsyncIterator[Any]:
         final = None
-        for i, item in enumerate(original(self, model, messages, max_tokens)):
+        i = -1
+        async for item in original(self, model, messages, max_tokens):
+            i += 1
             if not isinstance(item, Delta):
                 final = item
                 continue
             if fail_after is not None and i == fail_after:
                 raise BadGateway("The model provider failed mid-answer (test).", code="provider_error")
             yield item
-            time.sleep(delay)
+            await asyncio.sleep(delay)
         for _ in range(pieces):  # a long tail of words, for the stop test
             yield Delta(" more")
-            time.sleep(delay)
+            await asyncio.sleep(delay)
         yield final
 
     monkeypatch.setattr(Offline, "stream", stream)

@@ -403,9 +403,12 @@ class Recording:
     def __init__(self, inner: Any) -> None:
         self.inner, self.calls = inner, defaultdict(int)
 
-    def rpc(self, name: str, args: Any, caller: Any = None) -> Any:
+    async def rpc(self, name: str, args: Any, caller: Any = None) -> Any:
         self.calls[name] += 1
-        return self.inner.rpc(name, args, caller) if caller is not None else self.inner.rpc(name, args)
+        return await (self.inner.rpc(name, args, caller) if caller is not None else self.inner.rpc(name, args))
+
+    async def aclose(self) -> None:
+        pass
 
     def close(self) -> None:
         pass
@@ -438,7 +441,7 @@ def test_read_database_follows_the_configuration(fn_env: None, monkeypatch: pyte
     runtime.reset()
     replica = runtime.read_database()
     assert isinstance(replica, PostgresDatabase) and replica is not runtime.database()
-    assert "replica.invalid" in replica.pool.conninfo  # not connected: pools open on first use
+    assert "replica.invalid" in replica.url  # not connected: pools open on first use
 
     monkeypatch.delenv("DATABASE_URL")
     monkeypatch.setenv("SUPABASE_URL", "https://ref.supabase.test")
