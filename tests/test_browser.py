@@ -97,6 +97,7 @@ def send(page: Any, text: str) -> Any:
     page.click("#send")
     page.wait_for_function(f"document.querySelectorAll('#messages li.assistant').length > {count}")
     page.wait_for_selector("#send:visible")  # the stream is over
+    page.wait_for_function("document.querySelectorAll('#messages li.assistant.streaming').length === 0")
     return page.locator("#messages li.assistant").last
 
 
