@@ -24,7 +24,7 @@ from functions.providers import Completion, Delta, Offline
 from functions.settings import get_settings
 from tests.fnsupport import Api
 from tests.pg import Sql
-from tests.test_faults import dead_pool, use_pool
+from tests.test_faults import dead_pool, postgres_api, use_pool
 from tests.test_races import books_balance, race
 
 PIECES = ["Once ", "upon ", "a ", "time ", "there ", "was ", "a ", "stream."]
@@ -32,11 +32,7 @@ PIECES = ["Once ", "upon ", "a ", "time ", "there ", "was ", "a ", "stream."]
 
 @pytest.fixture
 def pg_api(fn_env: None, db: Sql, monkeypatch: pytest.MonkeyPatch) -> tuple[Api, PostgresDatabase, Sql]:
-    monkeypatch.setenv("REPLAY_WAIT_SECONDS", "0.3")
-    runtime.reset()
-    database = PostgresDatabase(db.url, max_size=16)
-    runtime.install(database)
-    return Api("postgres"), database, db
+    return postgres_api(db, monkeypatch, max_size=16)  # 8 concurrent streams and the other actors
 
 
 @contextmanager

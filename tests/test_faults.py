@@ -16,13 +16,18 @@ from tests.fnsupport import Api
 from tests.pg import Sql
 
 
-@pytest.fixture
-def pg(fn_env: None, db: Sql, monkeypatch: pytest.MonkeyPatch) -> tuple[Api, PostgresDatabase, Sql]:
+def postgres_api(db: Sql, monkeypatch: pytest.MonkeyPatch, *, max_size: int) -> tuple[Api, PostgresDatabase, Sql]:
+    """The functions over the postgres transport with a pool of `max_size`, retries kept short."""
     monkeypatch.setenv("REPLAY_WAIT_SECONDS", "0.3")
     runtime.reset()
-    database = PostgresDatabase(db.url, max_size=4)
+    database = PostgresDatabase(db.url, max_size=max_size)
     runtime.install(database)
     return Api("postgres"), database, db
+
+
+@pytest.fixture
+def pg(fn_env: None, db: Sql, monkeypatch: pytest.MonkeyPatch) -> tuple[Api, PostgresDatabase, Sql]:
+    return postgres_api(db, monkeypatch, max_size=4)
 
 
 async def dead_pool(tmp_path: Any) -> AsyncConnectionPool:
