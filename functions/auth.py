@@ -31,7 +31,7 @@ LOCAL_ISSUER = "http://127.0.0.1:54321/auth/v1"  # what `supabase start` issues 
 # The scope an API key needs for each function. A function not listed here refuses API keys altogether:
 # `keys` (creating, listing, revoking keys) takes the user's own access token only.
 KEY_SCOPES = ("models", "usage:read")
-FUNCTION_SCOPES: dict[str, str] = {"chat": "models", "compile": "models", "usage": "usage:read"}
+FUNCTION_SCOPES: dict[str, str] = {"chat": "models", "compile": "models", "v1": "models", "usage": "usage:read"}
 _TOKEN_ONLY_REASONS = {"keys": "An API key cannot create, list or revoke keys"}
 
 
@@ -148,6 +148,8 @@ class Authenticator:
         token = _bearer(headers)
         if api_key is None and token is not None and token.startswith("sk_"):
             api_key, token = token, None
+        elif token is None and api_key is not None and not api_key.startswith("sk_") and api_key.count(".") == 2:
+            api_key, token = None, api_key  # an access token in x-api-key (the Anthropic SDK's api_key)
         if api_key is not None:
             principal = await self._api_key(api_key, db)
         elif token is None:

@@ -68,6 +68,7 @@ class StreamEvent:
 
     kind: Literal["delta", "done", "error"]
     text: str = ""
+    raw: str | None = None  # a relayed provider event (pass-through), sent as it came
     result: dict[str, Any] | None = None
     error: ApiError | None = None
 
@@ -87,7 +88,8 @@ class BilledCall:
 
     # -- begin --------------------------------------------------------------------------------------------
 
-    async def begin(self, rpc: Literal["begin_charge", "begin_chat_turn"], args: dict[str, Any]) -> Hold:
+    async def begin(self, rpc: Literal["begin_charge", "begin_chat_turn", "begin_api_call"],
+                    args: dict[str, Any]) -> Hold:
         """Place the worst-case hold, or find the one this request key already has.
 
         A replay of a settled request comes back with its stored `result`. A replay of a request still in
@@ -182,6 +184,7 @@ class BilledCall:
         """
         parts: list[str] = []
         last_report = 0.0
+        reported = False  # delivery is on record before the first event goes out
         finished = False  # once True, the hold has been settled, released, or left to the expiry
         try:
             async with contextlib.aclosing(items):  # type: ignore[type-var]
@@ -192,15 +195,16 @@ class BilledCall:
                             result = await settle(item.text, item.usage, False)
                         yield StreamEvent("done", result=result)
                         return
-                    if not item.text:
+                    size = len(item.text) + item.other_chars
+                    if not size and item.raw is None:
                         continue
                     now = time.monotonic()
-                    if not parts or now - last_report >= self.settings.hold_heartbeat_seconds:
-                        await self._report(hold, self.delivered_chars + len(item.text), first=not parts)
-                        last_report = now
+                    if not reported or now - last_report >= self.settings.hold_heartbeat_seconds:
+                        await self._report(hold, self.delivered_chars + size, first=not reported)
+                        last_report, reported = now, True
                     parts.append(item.text)
-                    self.delivered_chars += len(item.text)
-                    yield StreamEvent("delta", text=item.text)
+                    self.delivered_chars += size
+                    yield StreamEvent("delta", text=item.text, raw=item.raw)
             raise ApiError("The model stream ended without a final message.", code="malformed_model_response")
         except Exception as exc:
             error = exc if isinstance(exc, ApiError) else InternalError("Internal error.")
@@ -237,10 +241,10 @@ class BilledCall:
         """Keep and bill what was delivered (usage estimated at 4 characters a token: the provider reports
         none for a stream cut short), or release the hold when nothing was."""
         self.log_fields["stream_end"] = error.code
-        if not text:
+        if not self.delivered_chars:
             await self.release(hold, error)
             return
-        usage = Usage(math.ceil(prompt_chars / 4), 0, 0, math.ceil(len(text) / 4))
+        usage = Usage(math.ceil(prompt_chars / 4), 0, 0, math.ceil(self.delivered_chars / 4))
         with contextlib.suppress(ApiError):  # logged by settle; release_hold or the expiry charges the delivered part
             await settle(text, usage, True)
 

@@ -191,6 +191,9 @@ MESSAGES: dict[str, str] = {
     "request_id_reused": "This request id was already used for another kind of call{detail}; send a new id.",
     "invalid_request_id": "The request id must be 1 to 200 characters.",
     "invalid_operation": "The operation must be chat or compile.",
+    "invalid_protocol": "The protocol must be openai or anthropic.",
+    "model_required": "Name the model to call (the model field).",
+    "invalid_response": "The answer to store must be a JSON object.",
     "invalid_prompt_chars": "The prompt length must be zero or more characters.",
     "unknown_model": "This model is not available{detail}.",
     "no_default_model": "No default model is set for this provider{detail}; name a model, or ask an operator to "

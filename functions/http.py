@@ -44,7 +44,8 @@ M = TypeVar("M", bound=pydantic.BaseModel)
 Handler = Callable[["Context"], Awaitable["Response | Mapping[str, Any]"]]
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,200}$")
-_ALLOWED_HEADERS = "Authorization, Content-Type, X-Request-Id, X-API-Key, X-Service-Secret, apikey"
+_ALLOWED_HEADERS = ("Authorization, Content-Type, X-Request-Id, X-API-Key, X-Service-Secret, apikey, Idempotency-Key, "
+                    "X-Session-Id, anthropic-version, anthropic-beta")
 
 log = logging.getLogger("functions.request")
 
@@ -71,6 +72,7 @@ class Context:
     settings: Settings
     principal: Principal | None = None
     log_fields: dict[str, Any] = field(default_factory=dict)
+    body_bytes: int = 0  # the size of the JSON body read by `json_body`
 
     @property
     def db(self) -> Database:
@@ -114,6 +116,7 @@ class Context:
                 raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes.")
             chunks.append(chunk)
         raw = b"".join(chunks)
+        self.body_bytes = size
         # pydantic parses and validates in one pass (Rust); malformed JSON, invalid UTF-8, unpaired surrogate
         # escapes and absurd nesting all come back as `json_invalid`.
         try:
@@ -297,10 +300,12 @@ def _route(routes: Mapping[str, tuple[str, ...]], path: str) -> tuple[str, ...]:
 
 
 def endpoint(function: str, methods: Iterable[str], subpaths: Mapping[str, Iterable[str]] | None = None,
+             render_error: Callable[[Context, ApiError], Response] | None = None,
              ) -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
     """Wrap a handler with everything in this module's docstring. The function answers `methods` at its
     root and each of `subpaths` (e.g. `{"/models": ["GET"]}`, or `{"/*": ["DELETE"]}` for any one path
-    segment such as an id) with its own methods; other paths are 404."""
+    segment such as an id) with its own methods; other paths are 404. `render_error` answers errors in
+    another body than this API's envelope (the compatible API speaks its protocols' own)."""
     routes = {"": tuple(m.upper() for m in methods)} | {
         path.rstrip("/"): tuple(m.upper() for m in ms) for path, ms in (subpaths or {}).items()}
 
@@ -341,7 +346,8 @@ def endpoint(function: str, methods: Iterable[str], subpaths: Mapping[str, Itera
                 error = InternalError("Something went wrong on our side; the request id identifies it in the logs.")
             request_id = ctx.request_id  # a handler may adopt the body's idempotency key as the request id
             if error is not None:
-                response = json_response(error.body(request_id), error.status)
+                response = (render_error(ctx, error) if render_error is not None
+                            else json_response(error.body(request_id), error.status))
                 if isinstance(error, MethodNotAllowed):
                     response.headers["Allow"] = ", ".join((*allowed_methods, "OPTIONS"))
                 ctx.log_fields["error_code"] = error.code

@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from functions import runtime
 
-TARGETS = ("chat", "compile", "usage", "keys", "refresh_views", "health")
+TARGETS = ("chat", "compile", "usage", "keys", "v1", "refresh_views", "health")
 
 # Validate the configuration when the instance starts, not at its first request: with
 # ENVIRONMENT=production, unsafe settings stop the process here with every problem named.
@@ -47,6 +47,13 @@ async def usage(request: Request) -> Response:
 @functions_framework.aio.http
 async def keys(request: Request) -> Response:
     from functions.keys import handle
+
+    return await handle(request)
+
+
+@functions_framework.aio.http
+async def v1(request: Request) -> Response:
+    from functions.v1 import handle
 
     return await handle(request)
 

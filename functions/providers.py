@@ -22,7 +22,7 @@ import logging
 import math
 import re
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, Protocol, TypedDict
 from urllib.parse import urlsplit
@@ -80,17 +80,26 @@ class Completion:
 
 @dataclass(frozen=True)
 class Delta:
-    """A piece of a streamed answer."""
+    """A piece of a streamed answer: its `text`; for a relayed protocol stream also the provider's event as
+    it came (`raw`, the JSON of one SSE `data:` line) and the characters of output that are not text
+    (`other_chars`: tool-call arguments, thinking), which count as delivered too."""
 
     text: str
+    raw: str | None = None
+    other_chars: int = 0
+
+
+Options = Mapping[str, Any]  # sampling options in the provider's own names (temperature, top_p, stop...)
 
 
 class Provider(Protocol):
     name: str
 
-    async def complete(self, model: str, messages: Sequence[Message], max_tokens: int) -> Completion: ...
+    async def complete(self, model: str, messages: Sequence[Message], max_tokens: int,
+                       options: Options | None = None) -> Completion: ...
 
-    def stream(self, model: str, messages: Sequence[Message], max_tokens: int) -> AsyncIterator[Delta | Completion]:
+    def stream(self, model: str, messages: Sequence[Message], max_tokens: int,
+               options: Options | None = None) -> AsyncIterator[Delta | Completion]:
         """Yield deltas, then one Completion with the whole text and the token counts (an async generator:
         close it with `aclose()` when leaving early)."""
         ...
@@ -287,9 +296,10 @@ class OpenAICompatible(_HttpProvider):
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         super().__init__(openai_base(settings.openai_base_url), headers, settings, key)
 
-    async def complete(self, model: str, messages: Sequence[Message], max_tokens: int) -> Completion:
-        body = await self._post("/chat/completions",
-                                {"model": model, "messages": list(messages), "max_tokens": max_tokens})
+    async def complete(self, model: str, messages: Sequence[Message], max_tokens: int,
+                       options: Options | None = None) -> Completion:
+        payload = {**(options or {}), "model": model, "messages": list(messages), "max_tokens": max_tokens}
+        body = await self._post("/chat/completions", payload)
         try:
             choice = body["choices"][0]
             text = choice["message"]["content"] or ""
@@ -301,12 +311,12 @@ class OpenAICompatible(_HttpProvider):
         return Completion(text, usage, model, self.name, choice.get("finish_reason"))
 
     async def stream(self, model: str, messages: Sequence[Message], max_tokens: int,
-                     ) -> AsyncIterator[Delta | Completion]:
+                     options: Options | None = None) -> AsyncIterator[Delta | Completion]:
         """Chunks of `choices[0].delta.content`, then a usage chunk (`include_usage`; its `choices` may be
         empty or hold an empty delta), then `[DONE]`. A stream that ends before `[DONE]` or a
         `finish_reason` was cut off: it raises, it is not a complete answer."""
-        payload = {"model": model, "messages": list(messages), "max_tokens": max_tokens, "stream": True,
-                   "stream_options": {"include_usage": True}}
+        payload = {**(options or {}), "model": model, "messages": list(messages), "max_tokens": max_tokens,
+                   "stream": True, "stream_options": {"include_usage": True}}
         parts: list[str] = []
         usage: Usage | None = None
         finish: str | None = None
@@ -329,6 +339,48 @@ class OpenAICompatible(_HttpProvider):
             log.warning(json.dumps({"event": "usage_estimated", "provider": self.name, "model": model}))
             usage = Usage(_approx_tokens("x" * sum(len(m["content"]) for m in messages)), 0, 0, _approx_tokens(text))
         yield Completion(text, usage, model, self.name, finish)
+
+    async def forward(self, payload: dict[str, Any]) -> tuple[dict[str, Any], Completion]:
+        """A chat-completions request passed through as the client wrote it: the provider's body unchanged,
+        with its text and usage read for the bill."""
+        body = await self._post("/chat/completions", payload)
+        try:
+            message = body["choices"][0]["message"] if body.get("choices") else {}
+            text = message.get("content") or ""
+            usage = openai_usage(body["usage"])
+            if not isinstance(text, str):
+                raise TypeError("content is not text")
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            raise _malformed(self.name, "a valid usage") from exc
+        finish = body["choices"][0].get("finish_reason") if body.get("choices") else None
+        return body, Completion(text, usage, str(body.get("model") or payload["model"]), self.name, finish)
+
+    async def forward_stream(self, payload: dict[str, Any]) -> AsyncIterator[Delta | Completion]:
+        """A streamed chat-completions request passed through: each chunk as a Delta carrying the provider's
+        event (`raw`), then a Completion (text, usage, finish reason) once `[DONE]` arrives (not relayed: the
+        caller ends the stream after the settle). Usage is always asked for (`include_usage`)."""
+        payload = {**payload, "stream": True,
+                   "stream_options": {**(payload.get("stream_options") or {}), "include_usage": True}}
+        parts: list[str] = []
+        usage: Usage | None = None
+        finish: str | None = None
+        done = False
+        async with contextlib.aclosing(self._stream_lines("/chat/completions", payload)) as lines:
+            async for data in lines:
+                if data == "[DONE]":
+                    done = True
+                    break
+                pieces, event_usage, event_finish = self._stream_event(data)
+                usage = event_usage or usage
+                finish = event_finish or finish
+                text = "".join(pieces)
+                parts.append(text)
+                yield Delta(text, raw=data, other_chars=_tool_call_chars(data))
+        if not done:
+            raise BadGateway(f"{self.name} stream ended before the model finished", code="malformed_model_response")
+        if usage is None:
+            raise _malformed(self.name, "a usage chunk")
+        yield Completion("".join(parts), usage, str(payload["model"]), self.name, finish)
 
     def _stream_event(self, data: str) -> tuple[list[str], Usage | None, str | None]:
         """(text pieces, usage if this chunk carries it, finish reason) of one chunk."""
@@ -353,6 +405,20 @@ class OpenAICompatible(_HttpProvider):
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
             raise _malformed(self.name, "a well-formed stream event") from exc
         return pieces, usage, finish
+
+
+def _tool_call_chars(data: str) -> int:
+    """Characters of tool-call names and arguments in one chat-completions chunk (output that is not text)."""
+    if '"tool_calls"' not in data:
+        return 0
+    try:
+        event = json.loads(data)
+        return sum(len((call.get("function") or {}).get("arguments") or "")
+                   + len((call.get("function") or {}).get("name") or "")
+                   for choice in event.get("choices") or []
+                   for call in (choice.get("delta") or {}).get("tool_calls") or [])
+    except (ValueError, TypeError, AttributeError):
+        return 0
 
 
 def anthropic_conversation(messages: Sequence[Message]) -> tuple[str, list[dict[str, str]]]:
@@ -382,15 +448,17 @@ class Anthropic(_HttpProvider):
         super().__init__(anthropic_base(settings.anthropic_base_url), headers, settings, key)
 
     @staticmethod
-    def _payload(model: str, messages: Sequence[Message], max_tokens: int) -> dict[str, Any]:
+    def _payload(model: str, messages: Sequence[Message], max_tokens: int, options: Options | None = None,
+                 ) -> dict[str, Any]:
         system, turns = anthropic_conversation(messages)
-        payload: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": turns}
+        payload: dict[str, Any] = {**(options or {}), "model": model, "max_tokens": max_tokens, "messages": turns}
         if system:
             payload["system"] = system
         return payload
 
-    async def complete(self, model: str, messages: Sequence[Message], max_tokens: int) -> Completion:
-        body = await self._post("/v1/messages", self._payload(model, messages, max_tokens))
+    async def complete(self, model: str, messages: Sequence[Message], max_tokens: int,
+                       options: Options | None = None) -> Completion:
+        body = await self._post("/v1/messages", self._payload(model, messages, max_tokens, options))
         try:
             text = "".join(block["text"] for block in body["content"] if block.get("type") == "text")
             latest: dict[str, int] = {}
@@ -401,12 +469,12 @@ class Anthropic(_HttpProvider):
         return Completion(text, usage, model, self.name, body.get("stop_reason"))
 
     async def stream(self, model: str, messages: Sequence[Message], max_tokens: int,
-                     ) -> AsyncIterator[Delta | Completion]:
+                     options: Options | None = None) -> AsyncIterator[Delta | Completion]:
         """message_start (usage), content_block_delta (text), message_delta (usage again, stop reason),
         message_stop. Each usage field keeps its latest non-null value: some servers send
         `input_tokens: 0` at the start and the real count in message_delta. A stream that ends before
         message_stop was cut off: it raises."""
-        payload = self._payload(model, messages, max_tokens) | {"stream": True}
+        payload = self._payload(model, messages, max_tokens, options) | {"stream": True}
         parts: list[str] = []
         latest: dict[str, int] = {}
         stop: str | None = None
@@ -448,6 +516,65 @@ class Anthropic(_HttpProvider):
         yield Completion("".join(parts), usage, model, self.name, stop)
 
 
+    async def forward(self, payload: dict[str, Any]) -> tuple[dict[str, Any], Completion]:
+        """A Messages request passed through as the client wrote it: the provider's body unchanged, with its
+        text and usage read for the bill."""
+        body = await self._post("/v1/messages", payload)
+        try:
+            text = "".join(block["text"] for block in body["content"] if block.get("type") == "text")
+            latest: dict[str, int] = {}
+            _merge_anthropic_usage(latest, body["usage"])
+            usage = anthropic_usage(latest)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise _malformed(self.name, "content or a valid usage") from exc
+        return body, Completion(text, usage, str(body.get("model") or payload["model"]), self.name,
+                                body.get("stop_reason"))
+
+    async def forward_stream(self, payload: dict[str, Any]) -> AsyncIterator[Delta | Completion]:
+        """A streamed Messages request passed through: each event as a Delta carrying it (`raw`), then a
+        Completion once `message_stop` arrives (not relayed: the caller ends the stream after the settle)."""
+        payload = {**payload, "stream": True}
+        parts: list[str] = []
+        latest: dict[str, int] = {}
+        stop: str | None = None
+        stopped = False
+        async with contextlib.aclosing(self._stream_lines("/v1/messages", payload)) as lines:
+            async for data in lines:
+                try:
+                    event = json.loads(data)
+                    kind = event.get("type")
+                    text, other = "", 0
+                    if kind == "message_start":
+                        _merge_anthropic_usage(latest, event["message"].get("usage"))
+                    elif kind == "content_block_delta":
+                        delta = event["delta"]
+                        text = delta.get("text") or "" if delta.get("type") == "text_delta" else ""
+                        other = sum(len(delta.get(k) or "") for k in ("partial_json", "thinking"))
+                    elif kind == "message_delta":
+                        _merge_anthropic_usage(latest, event.get("usage"))
+                        stop = (event.get("delta") or {}).get("stop_reason", stop)
+                    elif kind == "message_stop":
+                        stopped = True
+                        break
+                    elif kind == "error":
+                        error = event.get("error") or {}
+                        raise BadGateway(f"anthropic stream error: {error.get('type', 'unknown')}: "
+                                         f"{str(error.get('message', ''))[:200]}")
+                    if not isinstance(text, str):
+                        raise TypeError("text is not text")
+                except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                    raise _malformed(self.name, "a well-formed stream event") from exc
+                parts.append(text)
+                yield Delta(text, raw=data, other_chars=other)
+        if not stopped:
+            raise BadGateway(f"{self.name} stream ended before the model finished", code="malformed_model_response")
+        try:
+            usage = anthropic_usage(latest)
+        except ValueError as exc:
+            raise _malformed(self.name, "a valid usage") from exc
+        yield Completion("".join(parts), usage, str(payload["model"]), self.name, stop)
+
+
 class Offline:
     """Deterministic answers for local development and tests. Every answer says it is not a real model."""
 
@@ -473,11 +600,12 @@ class Offline:
         return Completion(text, Usage(_approx_tokens("x" * prompt), 0, 0, _approx_tokens(text)), model, self.name,
                           "stop")
 
-    async def complete(self, model: str, messages: Sequence[Message], max_tokens: int) -> Completion:
+    async def complete(self, model: str, messages: Sequence[Message], max_tokens: int,
+                       options: Options | None = None) -> Completion:
         return self.completion(model, messages, max_tokens)
 
     async def stream(self, model: str, messages: Sequence[Message], max_tokens: int,
-                     ) -> AsyncIterator[Delta | Completion]:
+                     options: Options | None = None) -> AsyncIterator[Delta | Completion]:
         done = self.completion(model, messages, max_tokens)
         for i in range(0, len(done.text), 16):
             yield Delta(done.text[i : i + 16])
