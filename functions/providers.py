@@ -184,6 +184,7 @@ _LIMITS = httpx.Limits(max_connections=2000, max_keepalive_connections=200)
 
 class _HttpProvider:
     name = "http"
+    label = "HTTP"  # the provider's name in messages
 
     def __init__(self, base_url: str, headers: dict[str, str], settings: Settings, secret: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
@@ -224,11 +225,11 @@ class _HttpProvider:
                     with attempt:
                         response = await self._send_once(url, payload, stream)
         except httpx.TimeoutException as exc:
-            raise GatewayTimeout(f"{self.name} did not answer in time") from exc
+            raise GatewayTimeout(f"The {self.label} provider did not answer in time") from exc
         except _Retryable as exc:
             raise await self._refused(exc.response, "failed") from exc
         except httpx.HTTPError as exc:
-            raise BadGateway(f"{self.name} could not be reached: {type(exc).__name__}") from exc
+            raise BadGateway(f"The {self.label} provider could not be reached: {type(exc).__name__}") from exc
         if response.status_code >= 400:
             raise await self._refused(response, "refused the request")
         return response
@@ -239,7 +240,7 @@ class _HttpProvider:
         await response.aclose()
         log.warning(json.dumps({"event": "provider_error", "provider": self.name, "provider_status":
                                 response.status_code, "provider_message": message}))
-        text = f"{self.name} {what} (HTTP {response.status_code})" + (f": {message}" if message else "")
+        text = f"The {self.label} provider {what} (HTTP {response.status_code})" + (f": {message}" if message else "")
         details: dict[str, Any] = {"provider_status": response.status_code}
         if message:
             details["provider_message"] = message
@@ -250,9 +251,10 @@ class _HttpProvider:
         try:
             body = response.json()
         except ValueError as exc:
-            raise _malformed(self.name, "a JSON body") from exc
+            raise _malformed(self.label, "a JSON body") from exc
         if not isinstance(body, dict):
-            raise BadGateway(f"{self.name} answered with an unexpected body", code="malformed_model_response")
+            raise BadGateway(f"The {self.label} provider answered with an unexpected body",
+                             code="malformed_model_response")
         return body
 
     async def _stream_lines(self, path: str, payload: dict[str, Any]) -> AsyncGenerator[str, None]:
@@ -262,9 +264,9 @@ class _HttpProvider:
                 if line.startswith("data:"):
                     yield line[5:].strip()
         except httpx.TimeoutException as exc:
-            raise GatewayTimeout(f"{self.name} did not answer in time") from exc
+            raise GatewayTimeout(f"The {self.label} provider did not answer in time") from exc
         except httpx.HTTPError as exc:
-            raise BadGateway(f"{self.name} stream failed: {type(exc).__name__}") from exc
+            raise BadGateway(f"The {self.label} provider's stream failed: {type(exc).__name__}") from exc
         finally:
             with anyio.CancelScope(shield=True):  # a cancelled stream (client gone) still frees the connection
                 await response.aclose()
@@ -283,13 +285,14 @@ def anthropic_base(url: str) -> str:
 
 
 def _malformed(provider: str, what: str) -> BadGateway:
-    return BadGateway(f"{provider} answer is missing {what}", code="malformed_model_response")
+    return BadGateway(f"The {provider} provider's answer is missing {what}", code="malformed_model_response")
 
 
 class OpenAICompatible(_HttpProvider):
     """Any endpoint speaking OpenAI's chat-completions API (OpenAI, Azure-style gateways, vLLM, Ollama...)."""
 
     name = "openai"
+    label = "OpenAI"
 
     def __init__(self, settings: Settings) -> None:
         key = settings.secret("openai_api_key")
@@ -305,9 +308,9 @@ class OpenAICompatible(_HttpProvider):
             text = choice["message"]["content"] or ""
             usage = openai_usage(body["usage"])
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-            raise _malformed(self.name, "choices[0].message.content or a valid usage") from exc
+            raise _malformed(self.label, "choices[0].message.content or a valid usage") from exc
         if not isinstance(text, str):
-            raise _malformed(self.name, "a text answer")
+            raise _malformed(self.label, "a text answer")
         return Completion(text, usage, model, self.name, choice.get("finish_reason"))
 
     async def stream(self, model: str, messages: Sequence[Message], max_tokens: int,
@@ -333,7 +336,8 @@ class OpenAICompatible(_HttpProvider):
                     parts.append(piece)
                     yield Delta(piece)
         if not done and finish is None:
-            raise BadGateway(f"{self.name} stream ended before the model finished", code="malformed_model_response")
+            raise BadGateway(f"The {self.label} provider's stream ended before the model finished",
+                             code="malformed_model_response")
         text = "".join(parts)
         if usage is None:  # a server that ignores include_usage: estimate, and say so in the log
             log.warning(json.dumps({"event": "usage_estimated", "provider": self.name, "model": model}))
@@ -351,7 +355,7 @@ class OpenAICompatible(_HttpProvider):
             if not isinstance(text, str):
                 raise TypeError("content is not text")
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-            raise _malformed(self.name, "a valid usage") from exc
+            raise _malformed(self.label, "a valid usage") from exc
         finish = body["choices"][0].get("finish_reason") if body.get("choices") else None
         return body, Completion(text, usage, str(body.get("model") or payload["model"]), self.name, finish)
 
@@ -377,9 +381,10 @@ class OpenAICompatible(_HttpProvider):
                 parts.append(text)
                 yield Delta(text, raw=data, other_chars=_tool_call_chars(data))
         if not done:
-            raise BadGateway(f"{self.name} stream ended before the model finished", code="malformed_model_response")
+            raise BadGateway(f"The {self.label} provider's stream ended before the model finished",
+                             code="malformed_model_response")
         if usage is None:
-            raise _malformed(self.name, "a usage chunk")
+            raise _malformed(self.label, "a usage chunk")
         yield Completion("".join(parts), usage, str(payload["model"]), self.name, finish)
 
     def _stream_event(self, data: str) -> tuple[list[str], Usage | None, str | None]:
@@ -391,7 +396,7 @@ class OpenAICompatible(_HttpProvider):
             if event.get("error"):
                 error = event["error"]
                 message = error.get("message") if isinstance(error, dict) else error
-                raise BadGateway(f"{self.name} stream error: {str(message)[:200]}")
+                raise BadGateway(f"The {self.label} provider's stream failed: {str(message)[:200]}")
             usage = openai_usage(event["usage"]) if event.get("usage") else None
             pieces: list[str] = []
             finish: str | None = None
@@ -403,7 +408,7 @@ class OpenAICompatible(_HttpProvider):
                         raise TypeError("content is not text")
                     pieces.append(piece)
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-            raise _malformed(self.name, "a well-formed stream event") from exc
+            raise _malformed(self.label, "a well-formed stream event") from exc
         return pieces, usage, finish
 
 
@@ -440,6 +445,7 @@ class Anthropic(_HttpProvider):
     """The Anthropic Messages API."""
 
     name = "anthropic"
+    label = "Anthropic"
     version = "2023-06-01"
 
     def __init__(self, settings: Settings) -> None:
@@ -465,7 +471,7 @@ class Anthropic(_HttpProvider):
             _merge_anthropic_usage(latest, body["usage"])
             usage = anthropic_usage(latest)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise _malformed(self.name, "content or a valid usage") from exc
+            raise _malformed(self.label, "content or a valid usage") from exc
         return Completion(text, usage, model, self.name, body.get("stop_reason"))
 
     async def stream(self, model: str, messages: Sequence[Message], max_tokens: int,
@@ -498,21 +504,22 @@ class Anthropic(_HttpProvider):
                         stopped = True
                     elif kind == "error":
                         error = event.get("error") or {}
-                        raise BadGateway(f"anthropic stream error: {error.get('type', 'unknown')}: "
+                        raise BadGateway(f"The Anthropic provider's stream failed: {error.get('type', 'unknown')}: "
                                          f"{str(error.get('message', ''))[:200]}")
                 except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                    raise _malformed(self.name, "a well-formed stream event") from exc
+                    raise _malformed(self.label, "a well-formed stream event") from exc
                 if piece:
                     parts.append(piece)
                     yield Delta(piece)
                 if stopped:
                     break
         if not stopped:
-            raise BadGateway(f"{self.name} stream ended before the model finished", code="malformed_model_response")
+            raise BadGateway(f"The {self.label} provider's stream ended before the model finished",
+                             code="malformed_model_response")
         try:
             usage = anthropic_usage(latest)
         except ValueError as exc:
-            raise _malformed(self.name, "a valid usage") from exc
+            raise _malformed(self.label, "a valid usage") from exc
         yield Completion("".join(parts), usage, model, self.name, stop)
 
 
@@ -526,7 +533,7 @@ class Anthropic(_HttpProvider):
             _merge_anthropic_usage(latest, body["usage"])
             usage = anthropic_usage(latest)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise _malformed(self.name, "content or a valid usage") from exc
+            raise _malformed(self.label, "content or a valid usage") from exc
         return body, Completion(text, usage, str(body.get("model") or payload["model"]), self.name,
                                 body.get("stop_reason"))
 
@@ -558,20 +565,21 @@ class Anthropic(_HttpProvider):
                         break
                     elif kind == "error":
                         error = event.get("error") or {}
-                        raise BadGateway(f"anthropic stream error: {error.get('type', 'unknown')}: "
+                        raise BadGateway(f"The Anthropic provider's stream failed: {error.get('type', 'unknown')}: "
                                          f"{str(error.get('message', ''))[:200]}")
                     if not isinstance(text, str):
                         raise TypeError("text is not text")
                 except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                    raise _malformed(self.name, "a well-formed stream event") from exc
+                    raise _malformed(self.label, "a well-formed stream event") from exc
                 parts.append(text)
                 yield Delta(text, raw=data, other_chars=other)
         if not stopped:
-            raise BadGateway(f"{self.name} stream ended before the model finished", code="malformed_model_response")
+            raise BadGateway(f"The {self.label} provider's stream ended before the model finished",
+                             code="malformed_model_response")
         try:
             usage = anthropic_usage(latest)
         except ValueError as exc:
-            raise _malformed(self.name, "a valid usage") from exc
+            raise _malformed(self.label, "a valid usage") from exc
         yield Completion("".join(parts), usage, str(payload["model"]), self.name, stop)
 
 

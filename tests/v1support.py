@@ -1,0 +1,77 @@
+"""What the compatible-API tests share: the functions served by uvicorn as deployed (on the real database),
+SDK clients pointed at them, and the books they must leave balanced."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+
+from functions import migrate, runtime
+from functions.db.postgres import PostgresDatabase
+from tests.pg import Sql
+
+
+@dataclass
+class Server:
+    url: str  # the root: the Anthropic SDK's base_url; the OpenAI SDK's is url + "/v1"
+    db: Sql
+    clients: list[Any] = field(default_factory=list)  # sync clients, closed with the server
+
+    def _keep(self, client: Any) -> Any:
+        self.clients.append(client)
+        return client
+
+    def key(self, user: uuid.UUID, scopes: list[str] | None = None) -> str:
+        created = self.db.rpc("create_api_key", name="sdk test", scopes=json.dumps(scopes or ["models"]),
+                              user_id=user)
+        return str(created["key"])
+
+    def openai(self, key: str, **kwargs: Any) -> openai.OpenAI:
+        return self._keep(openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0, **kwargs))
+
+    def async_openai(self, key: str, **kwargs: Any) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0, **kwargs)
+
+    def anthropic(self, key: str, **kwargs: Any) -> anthropic.Anthropic:
+        return self._keep(anthropic.Anthropic(base_url=self.url, api_key=key, max_retries=0, **kwargs))
+
+    def async_anthropic(self, key: str, **kwargs: Any) -> anthropic.AsyncAnthropic:
+        return anthropic.AsyncAnthropic(base_url=self.url, api_key=key, max_retries=0, **kwargs)
+
+
+@pytest.fixture(name="server")
+def server_fixture(fn_env: None, db: Sql) -> Iterator[Server]:
+    """The functions on uvicorn (one port, every target under /<target>), on the real database."""
+    from functions.serve import build_app, serve_in_thread
+
+    uvicorn_server, thread, port = serve_in_thread(build_app())
+    runtime.install(PostgresDatabase(migrate.as_role(db.url, migrate.MIGRATOR_ROLE), max_size=8))
+    served = Server(f"http://127.0.0.1:{port}", db)
+    yield served
+    for client in served.clients:
+        client.close()
+    uvicorn_server.should_exit = True
+    thread.join(10)
+
+
+def charges(db: Sql, user: uuid.UUID) -> list[dict[str, Any]]:
+    return db.q("select * from public.credit_ledger where user_id = %s and kind = 'charge' order by id", (user,))
+
+
+def usage_rows(db: Sql, user: uuid.UUID) -> list[dict[str, Any]]:
+    return db.q("select * from public.usage_logs where user_id = %s order by id", (user,))
+
+
+def books_balance(db: Sql, user: uuid.UUID) -> None:
+    """The ledger sums to the balance, nothing is held, no hold is left open."""
+    account = db.one("select * from public.billing_accounts where user_id = %s", (user,))
+    total = db.one("select coalesce(sum(amount_usd), 0) as s from public.credit_ledger where user_id = %s", (user,))
+    assert total == account["balance_usd"] and account["held_usd"] == 0
+    assert db.one("select count(*) as n from public.holds where user_id = %s and status = 'open'", (user,)) == 0
