@@ -37,6 +37,7 @@ Int8 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1), PgType("bigint")]
 Money = Annotated[Decimal, Field(max_digits=14, decimal_places=6), PgType("numeric(14,6)")]
 
 HoldStatus = Literal["open", "settled", "released", "expired"]
+Protocol = Literal["openai", "anthropic"]
 Operation = Literal["chat", "compile"]
 ApiKeyScope = Literal["models", "usage:read"]
 
@@ -135,6 +136,8 @@ class Hold(Row):
     prompt_chars: Int4 | None
     delivered_chars: Int4
     last_seen_at: datetime | None
+    protocol: Protocol | None
+    api_key_id: uuid.UUID | None
 
 
 class CreditLedgerEntry(Row):
@@ -174,6 +177,8 @@ class UsageLog(Row):
     cache_write_tokens: Int4
     reasoning_tokens: Int4
     xact_id: Int8
+    protocol: Protocol | None
+    api_key_id: uuid.UUID | None
 
 
 class ChatSession(Row):

@@ -79,6 +79,8 @@ SERVICE_ONLY_CALLS = {
     "refresh_usage_views": "public.refresh_usage_views()",
     "authenticate_api_key": "public.authenticate_api_key(%(key)s)",
     "health_probe": "public.health_probe()",
+    "begin_api_call": "public.begin_api_call(%(uid)s, 'v1:r-own', 'openai', 'offline-dev', 10, 10)",
+    "settle_api_call": "public.settle_api_call(%(hold)s, 1, 1, 0, 0, 0, null, '{}')",
 }
 BROWSER_RPCS = {
     "create_api_key", "list_api_keys", "revoke_api_key", "usage_summary", "chat_history", "list_sessions",

@@ -12,6 +12,7 @@
 alter table public.holds
   add column protocol text check (protocol in ('openai', 'anthropic')),
   add column api_key_id uuid references public.api_keys (id) on delete set null;
+create index holds_api_key_id_idx on public.holds (api_key_id);  -- the foreign key's (a key's delete finds its holds)
 comment on column public.holds.protocol is 'The compatible API protocol the call came through; null for chat and compile.';
 comment on column public.holds.api_key_id is 'The API key the compatible API call came through; null for an access token.';
 
