@@ -26,8 +26,8 @@ import psutil
 import psycopg
 from psycopg import sql
 
-from functions import localdb, migrate
 from functions.auth import mint_dev_token
+from functions.dev import localdb, migrate
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "bench"

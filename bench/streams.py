@@ -7,7 +7,7 @@ moment all N were started. Sides, each in the same run against the same model st
 - the project: `functions-framework --target chat` (one uvicorn worker, as deployed), full billing and
   persistence (begin_chat_turn, touch_hold before the first delta, settle_chat_turn), 64 users;
 - peers, pure pass-through to the same stub (they neither bill nor persist): the LiteLLM proxy (its own
-  venv, `tests/litellm_proxy.ensure_venv`, one worker, no database) and, when npm installed it in
+  venv, `tests/support/litellm_proxy.ensure_venv`, one worker, no database) and, when npm installed it in
   `.local/portkey`, the Portkey gateway (node).
 """
 
@@ -111,7 +111,7 @@ def drive(side: str, url: str, n: int, body_of: Any, headers_of: Any, marker: by
 def litellm(model_port: int, log_dir: Path) -> Iterator[Subprocess | None]:
     """The LiteLLM proxy as a pass-through to the model stub, or None when it cannot be installed."""
     sys.path.insert(0, str(ROOT))
-    from tests import litellm_proxy
+    from tests.support import litellm_proxy
 
     try:
         python = litellm_proxy.ensure_venv()

@@ -171,7 +171,7 @@ _SQLSTATE_STATUS = {
 
 # The sentence for each code SQL raises (`raise exception using message = '<code>'`). `{detail}` stands for
 # the SQL `detail` in parentheses, or nothing when the database gave none; the detail is also kept verbatim in
-# `details.reason`. tests/test_error_mapping.py walks every migration and fails on a code missing here.
+# `details.reason`. tests/functions/test_error_mapping.py walks every migration and fails on a code missing here.
 MESSAGES: dict[str, str] = {
     # identity and callers (foundation, accounts)
     "not_authenticated": "Sign in first: this call needs a user's access token or the service role.",

@@ -19,7 +19,7 @@ from functions.models import default_model
 def expected_migration() -> str | None:
     """The newest migration shipped with this code, when the migrations folder is deployed with it (read once
     per instance: the files do not change under a running process)."""
-    from functions.migrate import MIGRATIONS_DIR, migrations
+    from functions.migrations import MIGRATIONS_DIR, migrations
 
     shipped = migrations() if MIGRATIONS_DIR.is_dir() else []
     return shipped[-1].version if shipped else None

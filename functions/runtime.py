@@ -76,7 +76,7 @@ def _open(s: Settings) -> Database:
     if transport == "local":
         if s.environment == "production":
             raise RuntimeError("no database configured in production")
-        from functions import localdb, migrate
+        from functions.dev import localdb, migrate
 
         admin_url = localdb.url_of(localdb.start())
         migrate.prepare(admin_url)

@@ -42,7 +42,7 @@ begin
   end if;
   if (select rolsuper from pg_roles where rolname = 'postgres') then
     raise exception 'the stand-in needs a non-superuser role postgres, but postgres is the bootstrap superuser here'
-      using hint = 'create the cluster with initdb -U supabase_admin (functions/localdb.py does)';
+      using hint = 'create the cluster with initdb -U supabase_admin (functions/dev/localdb.py does)';
   end if;
 end
 $$;

@@ -17,8 +17,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from functions import migrate
-from tests.pg import Sql
+from functions.dev import migrate
+from tests.support.pg import Sql
 
 TEMPLATE = "app_template"
 
@@ -34,7 +34,7 @@ def pytest_configure(config: pytest.Config) -> None:
     before any worker starts; `localdb.start` also serializes it, this only keeps the workers from waiting."""
     if hasattr(config, "workerinput") or os.environ.get("DATABASE_URL") or os.geteuid() != 0:
         return
-    from functions import localdb
+    from functions.dev import localdb
 
     localdb.ensure_system_user()
 
@@ -45,7 +45,7 @@ def server_url() -> Iterator[str]:
     if os.environ.get("DATABASE_URL"):
         yield os.environ["DATABASE_URL"]
         return
-    from functions import localdb
+    from functions.dev import localdb
 
     # Not under pytest's numbered temp folders: pytest prunes old ones, and a concurrent run could
     # remove a live data directory.
@@ -111,7 +111,7 @@ def fn_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     import stamina
 
     from functions import runtime
-    from tests import fnsupport
+    from tests.support import fnsupport
 
     values = TEST_ENV | {"SUPABASE_JWT_SECRET": fnsupport.JWT_SECRET, "SERVICE_SECRET": fnsupport.SERVICE_SECRET,
                          "JWT_ISSUER": fnsupport.ISSUER, "CORS_ALLOWED_ORIGINS": fnsupport.ORIGIN}
@@ -134,8 +134,8 @@ def api(request: pytest.FixtureRequest, fn_env: None, db: Sql) -> Iterator[Any]:
 
     from functions import runtime
     from functions.db.postgres import PostgresDatabase
-    from tests import fnsupport
-    from tests.postgrest import PostgrestEmulator
+    from tests.support import fnsupport
+    from tests.support.postgrest import PostgrestEmulator
 
     with respx.mock(assert_all_called=False) as router:
         emulator = None
