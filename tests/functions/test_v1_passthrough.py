@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from tests.litellm_proxy import MOCK_TEXT, LiteLLMProxy, litellm_proxy_fixture  # noqa: F401  (fixture)
-from tests.pg import Sql
-from tests.v1support import Server, books_balance, charges, server_fixture, usage_rows  # noqa: F401  (fixture)
+from tests.support.litellm_proxy import MOCK_TEXT, LiteLLMProxy, litellm_proxy_fixture  # noqa: F401  (fixture)
+from tests.support.pg import Sql
+from tests.support.v1server import Server, charges, server_fixture, settled_books, usage_rows  # noqa: F401  (fixture)
 
 OPENAI_MODEL = "gpt-4o-mini"
 ANTHROPIC_MODEL = "claude-haiku-4-5"
@@ -75,7 +75,7 @@ def test_openai_request_passes_through_with_tools_and_unknown_fields(server: Ser
     assert (usage["input_tokens"], usage["output_tokens"]) == (done.usage.prompt_tokens, done.usage.completion_tokens)
     assert usage["cost_usd"] == cost(server.db, OPENAI_MODEL, usage["input_tokens"], usage["output_tokens"]) > 0
     assert usage["protocol"] == "openai" and len(charges(server.db, user)) == 1
-    books_balance(server.db, user)
+    settled_books(server.db, user)
 
 
 @pytest.mark.parametrize("include_usage", [True, False], ids=["usage-asked", "usage-not-asked"])
@@ -99,7 +99,7 @@ def test_openai_stream_passes_through_and_is_billed_from_the_reported_usage(
         assert all(c.usage is None for c in chunks)  # the usage the client did not ask for is not relayed
     assert usage["output_tokens"] > 0 and usage["status"] == "succeeded"
     assert len(charges(server.db, user)) == 1
-    books_balance(server.db, user)
+    settled_books(server.db, user)
 
 
 def test_anthropic_request_passes_through(server: Server, sent: list[Any]) -> None:
@@ -116,7 +116,7 @@ def test_anthropic_request_passes_through(server: Server, sent: list[Any]) -> No
     [usage] = usage_rows(server.db, user)
     assert (usage["input_tokens"], usage["output_tokens"]) == (message.usage.input_tokens, message.usage.output_tokens)
     assert usage["protocol"] == "anthropic" and len(charges(server.db, user)) == 1
-    books_balance(server.db, user)
+    settled_books(server.db, user)
 
 
 def test_anthropic_stream_passes_through_and_counts_the_input_of_message_delta(server: Server, sent: list[Any]) -> None:
@@ -132,7 +132,7 @@ def test_anthropic_stream_passes_through_and_counts_the_input_of_message_delta(s
     [usage] = usage_rows(server.db, user)
     assert usage["input_tokens"] > 0 and usage["output_tokens"] > 0
     assert (usage["input_tokens"], usage["output_tokens"]) == (final.usage.input_tokens, final.usage.output_tokens)
-    books_balance(server.db, user)
+    settled_books(server.db, user)
 
 
 def test_a_request_in_one_protocol_for_a_model_of_the_other_is_translated(server: Server, sent: list[Any]) -> None:
@@ -159,7 +159,7 @@ def test_a_request_in_one_protocol_for_a_model_of_the_other_is_translated(server
     assert (rows[1]["input_tokens"], rows[1]["output_tokens"]) == (message.usage.input_tokens,
                                                                    message.usage.output_tokens)
     assert len(charges(server.db, user)) == 2
-    books_balance(server.db, user)
+    settled_books(server.db, user)
 
 
 def test_a_provider_failure_is_answered_in_the_protocol_and_not_charged(
@@ -183,4 +183,4 @@ def test_a_provider_failure_is_answered_in_the_protocol_and_not_charged(
     assert charges(server.db, user) == []
     [usage] = usage_rows(server.db, user)
     assert usage["status"] == "failed" and usage["cost_usd"] == 0 and usage["protocol"] == "openai"
-    books_balance(server.db, user)
+    settled_books(server.db, user)

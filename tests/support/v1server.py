@@ -13,9 +13,11 @@ import anthropic
 import openai
 import pytest
 
-from functions import migrate, runtime
+from functions import runtime
 from functions.db.postgres import PostgresDatabase
-from tests.pg import Sql
+from functions.dev import migrate
+from tests.support.books import check_books
+from tests.support.pg import Sql
 
 
 @dataclass
@@ -49,7 +51,7 @@ class Server:
 @pytest.fixture(name="server")
 def server_fixture(fn_env: None, db: Sql) -> Iterator[Server]:
     """The functions on uvicorn (one port, every target under /<target>), on the real database."""
-    from functions.serve import build_app, serve_in_thread
+    from functions.dev.serve import build_app, serve_in_thread
 
     uvicorn_server, thread, port = serve_in_thread(build_app())
     runtime.install(PostgresDatabase(migrate.as_role(db.url, migrate.MIGRATOR_ROLE), max_size=8))
@@ -69,9 +71,8 @@ def usage_rows(db: Sql, user: uuid.UUID) -> list[dict[str, Any]]:
     return db.q("select * from public.usage_logs where user_id = %s order by id", (user,))
 
 
-def books_balance(db: Sql, user: uuid.UUID) -> None:
-    """The ledger sums to the balance, nothing is held, no hold is left open."""
-    account = db.one("select * from public.billing_accounts where user_id = %s", (user,))
-    total = db.one("select coalesce(sum(amount_usd), 0) as s from public.credit_ledger where user_id = %s", (user,))
-    assert total == account["balance_usd"] and account["held_usd"] == 0
-    assert db.one("select count(*) as n from public.holds where user_id = %s and status = 'open'", (user,)) == 0
+def settled_books(db: Sql, user: uuid.UUID) -> None:
+    """The money invariants for everyone (tests.support.books.check_books: ledger = balance, held = open holds,
+    each settled hold charged once), and no hold of this user left open."""
+    check_books(db)
+    assert db.one("select count(*) from public.holds where user_id = %s and status = 'open'", (user,)) == 0

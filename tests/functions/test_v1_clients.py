@@ -16,8 +16,8 @@ import anthropic
 import openai
 import pytest
 
-from tests import fnsupport
-from tests.v1support import Server, books_balance, charges, server_fixture, usage_rows  # noqa: F401  (fixture)
+from tests.support import fnsupport
+from tests.support.v1server import Server, charges, server_fixture, settled_books, usage_rows  # noqa: F401  (fixture)
 
 MODEL = "offline-dev"
 
@@ -41,7 +41,7 @@ def test_openai_sdk_completes_and_the_call_is_billed_once(server: Server) -> Non
     assert (usage["input_tokens"], usage["output_tokens"]) == (done.usage.prompt_tokens, done.usage.completion_tokens)
     assert -charge["amount_usd"] == usage["cost_usd"] > 0
     assert server.db.one("select count(*) as n from public.chat_messages where user_id = %s", (user,)) == 0
-    books_balance(server.db, user)
+    settled_books(server.db, user)
 
 
 def test_openai_sdk_streams_with_a_final_usage_chunk_when_asked(server: Server) -> None:
@@ -57,7 +57,7 @@ def test_openai_sdk_streams_with_a_final_usage_chunk_when_asked(server: Server) 
     [usage] = usage_rows(server.db, user)
     assert (usage["input_tokens"], usage["output_tokens"]) == (final.usage.prompt_tokens, final.usage.completion_tokens)
     assert len(charges(server.db, user)) == 1
-    books_balance(server.db, user)
+    settled_books(server.db, user)
 
     plain = list(client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "no usage"}],
                                                 stream=True))
@@ -114,7 +114,7 @@ def test_openai_sdk_errors_name_the_field(server: Server, change: dict[str, Any]
     assert (error.status_code, error.type, error.code, error.param) == (status, kind, code, param)
     assert error.message.endswith(".") and error.message[0].isupper()
     assert charges(server.db, user) == [] and usage_rows(server.db, user) == []
-    books_balance(server.db, user)
+    settled_books(server.db, user)
 
 
 def test_openai_sdk_with_a_bad_key_or_a_usage_only_key(server: Server) -> None:
@@ -152,7 +152,7 @@ def test_anthropic_sdk_creates_a_message_and_the_call_is_billed_once(server: Ser
     assert usage["protocol"] == "anthropic" and usage["service"] == "v1"
     assert (usage["input_tokens"], usage["output_tokens"]) == (message.usage.input_tokens, message.usage.output_tokens)
     assert len(charges(server.db, user)) == 1
-    books_balance(server.db, user)
+    settled_books(server.db, user)
 
 
 def test_anthropic_sdk_streams_and_its_final_message_has_the_usage(server: Server) -> None:
@@ -166,7 +166,7 @@ def test_anthropic_sdk_streams_and_its_final_message_has_the_usage(server: Serve
     [usage] = usage_rows(server.db, user)
     assert (usage["input_tokens"], usage["output_tokens"]) == (final.usage.input_tokens, final.usage.output_tokens)
     assert final.usage.output_tokens > 0 and final.stop_reason == "end_turn"
-    books_balance(server.db, user)
+    settled_books(server.db, user)
 
 
 def test_anthropic_async_sdk_streams(server: Server) -> None:
@@ -220,7 +220,7 @@ def test_the_same_idempotency_key_twenty_times_is_one_charge(server: Server) -> 
     assert ok and all(isinstance(e, openai.ConflictError) for e in refused), refused[:1]
     assert len({a.id for a in ok}) == 1 and len({a.choices[0].message.content for a in ok}) == 1
     assert len(charges(server.db, user)) == 1 and len(usage_rows(server.db, user)) == 1
-    books_balance(server.db, user)
+    settled_books(server.db, user)
     again = server.openai(key).chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "once"}],
                                                        stream=True, extra_headers={"Idempotency-Key": "the-one"})
     assert "".join(c.choices[0].delta.content or "" for c in again if c.choices) == ok[0].choices[0].message.content
@@ -264,7 +264,7 @@ def test_fifty_concurrent_calls_on_a_balance_for_ten(server: Server, monkeypatch
     assert len(charges(server.db, user)) - start == len(ok)
     account = server.db.one("select * from public.billing_accounts where user_id = %s", (user,))
     assert account["balance_usd"] >= 0
-    books_balance(server.db, user)
+    settled_books(server.db, user)
 
 
 def test_a_session_header_saves_the_exchange_as_a_chat_turn(server: Server) -> None:
@@ -284,7 +284,7 @@ def test_a_session_header_saves_the_exchange_as_a_chat_turn(server: Server) -> N
         server.openai(server.key(user), default_headers={"X-Session-Id": str(uuid.uuid4())}).chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": "x"}])
     assert gone.value.code == "session_not_found"
-    books_balance(server.db, user)
+    settled_books(server.db, user)
 
 
 def test_the_cost_is_priced_from_model_prices(server: Server) -> None:
