@@ -8,6 +8,7 @@ through to a provider of the same protocol are in tests/test_v1_passthrough.py.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -297,3 +298,49 @@ def test_the_cost_is_priced_from_model_prices(server: Server) -> None:
             + Decimal(done.usage.completion_tokens) * price["output_usd_per_mtok"]) / 1_000_000
     [usage] = usage_rows(server.db, user)
     assert usage["cost_usd"] == round(want, 6)
+
+
+# -- a client that leaves mid-stream -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
+def test_a_client_that_leaves_mid_stream_pays_for_what_it_was_sent(
+        server: Server, monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    """The model streams slowly; the client reads the first text and hangs up. The call is charged for the
+    delivered part (estimated, as the provider reports no usage for a cut stream), once; the session keeps the
+    partial answer."""
+    import httpx
+
+    from functions.providers import Delta, Offline
+
+    async def slow(self: Offline, model: str, messages: Any, max_tokens: int, options: Any = None) -> Any:
+        done = self.completion(model, messages, max_tokens)
+        for i in range(0, len(done.text), 8):
+            yield Delta(done.text[i : i + 8])
+            await asyncio.sleep(0.2)
+        yield done
+
+    monkeypatch.setattr(Offline, "stream", slow)
+    user = server.db.make_user(balance=5)
+    body: dict[str, Any] = {"model": MODEL, "stream": True, "max_tokens": 500,
+                            "messages": [{"role": "user", "content": "a long answer please"}]}
+    headers = {"Authorization": f"Bearer {server.key(user)}", "X-Session-Id": "cut", "anthropic-version": "2023-06-01"}
+    with httpx.Client(base_url=server.url, timeout=30) as client, \
+            client.stream("POST", path, json=body, headers=headers) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if '"text' in line or '"content":"' in line.replace(" ", ""):
+                break  # the first text arrived: leave
+    deadline = time.monotonic() + 20
+    while server.db.one("select status from public.holds where user_id = %s", (user,)) == "open":
+        assert time.monotonic() < deadline, "the cut stream's hold was never closed"
+        time.sleep(0.05)
+    [charge] = charges(server.db, user)
+    [usage] = usage_rows(server.db, user)
+    assert 0 < usage["output_tokens"] < 500 / 4 and -charge["amount_usd"] == usage["cost_usd"] > 0
+    hold = server.db.one("select * from public.holds where user_id = %s", (user,))
+    assert hold["status"] == "settled" and hold["delivered_chars"] > 0 and hold["result"]["partial"] is True
+    answer = server.db.one("select content, status from public.chat_messages where user_id = %s and role = 'assistant'",
+                           (user,))
+    full = Offline().completion(MODEL, body["messages"], 500).text
+    assert answer["status"] == "partial" and full.startswith(answer["content"]) and 0 < len(answer["content"]) < len(full)
+    settled_books(server.db, user)
