@@ -172,6 +172,150 @@ def _operation(operation_id: str, summary: str, description: str, *, security: l
     return operation
 
 
+# -- the compatible API (/v1): the protocols' own shapes, written out (they are not this API's models) ----------
+
+_INT = {"type": "integer", "minimum": 0}
+_OPENAI_USAGE: JsonObject = {
+    "type": "object", "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
+    "properties": {"prompt_tokens": _INT, "completion_tokens": _INT, "total_tokens": _INT,
+                   "prompt_tokens_details": {"type": ["object", "null"]},
+                   "completion_tokens_details": {"type": ["object", "null"]}}}
+V1_SCHEMAS: dict[str, JsonObject] = {
+    "OpenAIChatCompletion": {
+        "description": "OpenAI's `chat.completion`: as the provider sent it (pass-through) or made here.",
+        "type": "object", "required": ["id", "object", "created", "model", "choices", "usage"],
+        "properties": {
+            "id": {"type": "string"}, "object": {"const": "chat.completion"}, "created": {"type": "integer"},
+            "model": {"type": "string"}, "usage": _OPENAI_USAGE,
+            "choices": {"type": "array", "items": {
+                "type": "object", "required": ["index", "message"],
+                "properties": {"index": {"type": "integer"}, "finish_reason": {"type": ["string", "null"]},
+                               "message": {"type": "object", "required": ["role"],
+                                           "properties": {"role": {"const": "assistant"},
+                                                          "content": {"type": ["string", "null"]}}}}}}}},
+    "AnthropicMessage": {
+        "description": "Anthropic's `message`: as the provider sent it (pass-through) or made here.",
+        "type": "object", "required": ["id", "type", "role", "model", "content", "stop_reason", "usage"],
+        "properties": {
+            "id": {"type": "string"}, "type": {"const": "message"}, "role": {"const": "assistant"},
+            "model": {"type": "string"}, "stop_reason": {"type": ["string", "null"]},
+            "content": {"type": "array", "items": {"type": "object", "required": ["type"]}},
+            "usage": {"type": "object", "required": ["input_tokens", "output_tokens"],
+                      "properties": {"input_tokens": _INT, "output_tokens": _INT}}}},
+    "OpenAIModelList": {
+        "type": "object", "required": ["object", "data"],
+        "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": {
+            "$ref": "#/components/schemas/OpenAIModel"}}}},
+    "OpenAIModel": {
+        "type": "object", "required": ["id", "object", "created", "owned_by"],
+        "properties": {"id": {"type": "string"}, "object": {"const": "model"}, "created": {"type": "integer"},
+                       "owned_by": {"type": "string", "description": "The provider of the model."}}},
+    "AnthropicModelList": {
+        "type": "object", "required": ["data", "has_more", "first_id", "last_id"],
+        "properties": {"data": {"type": "array", "items": {"$ref": "#/components/schemas/AnthropicModel"}},
+                       "has_more": {"type": "boolean"}, "first_id": {"type": ["string", "null"]},
+                       "last_id": {"type": ["string", "null"]}}},
+    "AnthropicModel": {
+        "type": "object", "required": ["type", "id", "display_name", "created_at"],
+        "properties": {"type": {"const": "model"}, "id": {"type": "string"}, "display_name": {"type": "string"},
+                       "created_at": {"type": "string"}}},
+    "OpenAIError": {
+        "description": "OpenAI's error body. An exhausted balance or monthly quota is 429 `insufficient_quota` "
+                       "(with `x-should-retry: false`); a rate limit 429 `rate_limit_exceeded`; an unknown model "
+                       "404 `model_not_found`; an invalid field 400 `invalid_request_error` naming it in `param`.",
+        "type": "object", "required": ["error"],
+        "properties": {"error": {"type": "object", "required": ["message", "type", "param", "code"],
+                                 "properties": {"message": {"type": "string"}, "type": {"type": "string"},
+                                                "param": {"type": ["string", "null"]},
+                                                "code": {"type": ["string", "null"]}}}}},
+    "AnthropicError": {
+        "description": "Anthropic's error body. An exhausted balance or monthly quota is 402 `billing_error`; a "
+                       "rate limit 429 `rate_limit_error`; an invalid field 400 `invalid_request_error`.",
+        "type": "object", "required": ["type", "error", "request_id"],
+        "properties": {"type": {"const": "error"}, "request_id": {"type": "string"},
+                       "error": {"type": "object", "required": ["type", "message"],
+                                 "properties": {"type": {"type": "string"}, "message": {"type": "string"}}}}},
+}
+_SSE_DATA: JsonObject = {"type": "object", "required": ["data"], "properties": {
+    "event": {"type": "string"}, "data": {"type": "string", "description": "JSON, or `[DONE]` (OpenAI)."}}}
+V1_ERROR_STATUSES = {
+    "openai": [400, 401, 403, 404, 405, 409, 413, 415, 429, 502, 503, 504],
+    "anthropic": [400, 401, 402, 403, 404, 405, 409, 413, 415, 429, 502, 503, 504],
+}
+V1_ERROR_RESPONSES: dict[str, JsonObject] = {
+    "OpenAIError": {"description": "An error in OpenAI's shape.",
+                    "headers": {"X-Request-Id": {"$ref": "#/components/headers/XRequestId"}},
+                    "content": _json({"$ref": "#/components/schemas/OpenAIError"})},
+    "AnthropicError": {"description": "An error in Anthropic's shape.",
+                       "headers": {"X-Request-Id": {"$ref": "#/components/headers/XRequestId"}},
+                       "content": _json({"$ref": "#/components/schemas/AnthropicError"})},
+    "V1Error": {"description": "An error in OpenAI's shape, or Anthropic's when the request has `anthropic-version`.",
+                "headers": {"X-Request-Id": {"$ref": "#/components/headers/XRequestId"}},
+                "content": _json({"oneOf": [{"$ref": "#/components/schemas/OpenAIError"},
+                                            {"$ref": "#/components/schemas/AnthropicError"}]})},
+}
+V1_PARAMETERS: dict[str, JsonObject] = {
+    "IdempotencyKey": {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"},
+                       "description": "The call's idempotency key (else `X-Request-Id`): the same key answers the "
+                                      "stored answer and is charged once."},
+    "XSessionId": {"name": "X-Session-Id", "in": "header", "required": False, "schema": {"type": "string"},
+                   "description": "Also save the exchange as a turn of this chat session (a session's UUID, or a "
+                                  "name, created on first use), in the same transaction as the charge."},
+    "AnthropicVersion": {"name": "anthropic-version", "in": "header", "required": False, "schema": {"type": "string"},
+                         "description": "Sent by the Anthropic SDK; on /v1/models it selects Anthropic's shape."},
+}
+
+
+def _v1_errors(kind: str, protocol: str) -> dict[str, JsonObject]:
+    return {str(status): {"$ref": f"#/components/responses/{kind}"} for status in V1_ERROR_STATUSES[protocol]}
+
+
+def _v1_operations(c: _Components) -> dict[str, JsonObject]:
+    """The compatible API: OpenAI chat completions, Anthropic Messages and the models, in their own shapes."""
+    from functions.protocols import anthropic, openai
+
+    for name, schema in V1_SCHEMAS.items():
+        c.add(name, schema)
+    ref = {name: {"$ref": f"#/components/schemas/{name}"} for name in V1_SCHEMAS}
+    headers = [{"$ref": "#/components/parameters/IdempotencyKey"}, {"$ref": "#/components/parameters/XSessionId"}]
+    billed = ("Billed as chat is: the worst case held before the provider is called, the reported usage settled "
+              "once. A model whose provider speaks this protocol gets the request as written (tools, content "
+              "parts, unknown fields) and its answer comes back as sent; a model of the other protocol gets the "
+              "text conversation translated (anything else is refused with 400 `not_translatable`).")
+    chat = _operation(
+        "v1_chat_completions", "OpenAI chat completions",
+        f"{billed} With `stream: true`, Server-Sent Events of `chat.completion.chunk` ending with `[DONE]`, and a "
+        "final usage chunk when `stream_options.include_usage` is true; an error mid-stream is a `data:` event "
+        "with `error`.",
+        security=USER_SECURITY, body=c.ref(openai.Request, "validation"), parameters=headers,
+        responses={"200": _success("The completion, or its event stream.", ref["OpenAIChatCompletion"],
+                                   **{"text/event-stream": {"schema": _SSE_DATA}}),
+                   **_v1_errors("OpenAIError", "openai")})
+    messages = _operation(
+        "v1_messages", "Anthropic Messages",
+        f"{billed} With `stream: true`, Server-Sent Events (`message_start` ... `message_stop`); an error "
+        "mid-stream is an `error` event.",
+        security=USER_SECURITY, body=c.ref(anthropic.Request, "validation"),
+        parameters=[*headers, {"$ref": "#/components/parameters/AnthropicVersion"}],
+        responses={"200": _success("The message, or its event stream.", ref["AnthropicMessage"],
+                                   **{"text/event-stream": {"schema": _SSE_DATA}}),
+                   **_v1_errors("AnthropicError", "anthropic")})
+    models = _operation(
+        "v1_models", "List the models (OpenAI's or Anthropic's shape)",
+        "The active models of `model_prices`: OpenAI's list, or Anthropic's when `anthropic-version` is sent.",
+        security=USER_SECURITY, parameters=[{"$ref": "#/components/parameters/AnthropicVersion"}],
+        responses={"200": _success("The models.", {"oneOf": [ref["OpenAIModelList"], ref["AnthropicModelList"]]}),
+                   **{str(s): {"$ref": "#/components/responses/V1Error"} for s in (401, 403, 405, 503)}})
+    model = _operation(
+        "v1_model", "One model (OpenAI's or Anthropic's shape)", "404 when no active model has this id.",
+        security=USER_SECURITY,
+        parameters=[{"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"},
+                     "description": "The model's id."}, {"$ref": "#/components/parameters/AnthropicVersion"}],
+        responses={"200": _success("The model.", {"oneOf": [ref["OpenAIModel"], ref["AnthropicModel"]]}),
+                   **{str(s): {"$ref": "#/components/responses/V1Error"} for s in (401, 403, 404, 405, 503)}})
+    return {"chat_completions": chat, "messages": messages, "models": models, "model": model}
+
+
 def build() -> JsonObject:
     """The whole document, deterministic for a given set of models."""
     c = _Components()
@@ -288,6 +432,8 @@ def build() -> JsonObject:
                    **_errors(503)},
     )
 
+    v1 = _v1_operations(c)
+
     responses = {
         _STATUS_NAMES[status]: {
             "description": reason,
@@ -296,6 +442,7 @@ def build() -> JsonObject:
         }
         for status, reason in ERROR_REASONS.items()
     }
+    responses |= V1_ERROR_RESPONSES
     return {
         "openapi": OPENAPI_VERSION,
         "info": {
@@ -319,11 +466,16 @@ def build() -> JsonObject:
             "/keys/{key_id}": {"delete": keys_revoke},
             "/refresh_views": {"post": refresh_views},
             "/health": {"get": health},
+            "/v1/chat/completions": {"post": v1["chat_completions"]},
+            "/v1/messages": {"post": v1["messages"]},
+            "/v1/models": {"get": v1["models"]},
+            "/v1/models/{model_id}": {"get": v1["model"]},
         },
         "components": {
             "schemas": dict(sorted(c.schemas.items())),
             "responses": responses,
             "parameters": {
+                **V1_PARAMETERS,
                 "XRequestId": {
                     "name": "X-Request-Id", "in": "header", "required": False,
                     "description": "Your id for the request, echoed back and the idempotency key of a billed "
@@ -340,8 +492,8 @@ def build() -> JsonObject:
                                "description": "A Supabase access token of the user."},
                 "apiKeyAuth": {"type": "apiKey", "in": "header", "name": "X-API-Key",
                                "description": "A user's API key (`sk_...`, from `POST /keys`); also accepted as a "
-                                              "bearer token. Only within its scopes: `models` for /chat and "
-                                              "/compile, `usage:read` for GET /usage."},
+                                              "bearer token. Only within its scopes: `models` for /chat, "
+                                              "/compile and /v1, `usage:read` for GET /usage."},
                 "serviceBearer": {"type": "http", "scheme": "bearer",
                                   "description": "The service secret (`SERVICE_SECRET`), never a user token."},
                 "serviceSecretHeader": {"type": "apiKey", "in": "header", "name": "X-Service-Secret",

@@ -25,26 +25,29 @@ TRANSLATED = {"model", "messages", "system", "max_tokens", "stream", "temperatur
 IGNORED = {"metadata", "service_tier"}
 
 
-class InputMessage(BaseModel):
+class AnthropicMessageParam(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     role: Literal["user", "assistant"]
     content: str | list[dict[str, Any]]
 
 
-class Request(BaseModel):
+class MessagesRequest(BaseModel):
     """A Messages request. Fields not named here pass through to a model of this protocol."""
 
     model_config = ConfigDict(extra="allow")
 
     model: str = Field(min_length=1, max_length=100)
-    messages: list[InputMessage] = Field(min_length=1)
+    messages: list[AnthropicMessageParam] = Field(min_length=1)
     max_tokens: int = Field(ge=1)
     system: str | list[dict[str, Any]] | None = None
     stream: bool | None = None
 
 
-def call_request(request: Request) -> CallRequest:
+Request = MessagesRequest
+
+
+def call_request(request: MessagesRequest) -> CallRequest:
     body = request.model_dump(mode="json", exclude_unset=True)
     last_user = next((m for m in reversed(request.messages) if m.role == "user"), None)
     user_text = text_of(last_user.content, "messages", refuse=False)[0] if last_user else ""

@@ -28,34 +28,37 @@ TRANSLATED = {"model", "messages", "stream", "stream_options", "max_tokens", "ma
 IGNORED = {"user", "metadata", "store", "service_tier", "parallel_tool_calls", "seed"}
 
 
-class ChatMessage(BaseModel):
+class OpenAIMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[dict[str, Any]] | None = None
 
 
-class StreamOptions(BaseModel):
+class OpenAIStreamOptions(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     include_usage: bool | None = None
 
 
-class Request(BaseModel):
+class ChatCompletionRequest(BaseModel):
     """A chat-completions request. Fields not named here pass through to a model of this protocol."""
 
     model_config = ConfigDict(extra="allow")
 
     model: str = Field(min_length=1, max_length=100)
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[OpenAIMessage] = Field(min_length=1)
     stream: bool | None = None
-    stream_options: StreamOptions | None = None
+    stream_options: OpenAIStreamOptions | None = None
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     n: int | None = Field(default=None, ge=1, le=1)  # one answer per call: the hold covers one
 
 
-def call_request(request: Request) -> CallRequest:
+Request = ChatCompletionRequest
+
+
+def call_request(request: ChatCompletionRequest) -> CallRequest:
     body = request.model_dump(mode="json", exclude_unset=True)
     last_user = next((m for m in reversed(request.messages) if m.role == "user"), None)
     user_text = text_of(last_user.content, "messages", refuse=False)[0] if last_user else ""
