@@ -4,33 +4,22 @@ generation against the functions served by uvicorn, billed once, with the usage 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
+from tests.support.v1server import (  # noqa: F401  (fixtures)
+    Server,
+    ai_sdk_fixture,
+    charges,
+    server_fixture,
+    settled_books,
+    usage_rows,
+)
 
-from tests.support.v1server import Server, charges, server_fixture, settled_books, usage_rows  # noqa: F401  (fixture)
-
-HARNESS = Path(__file__).resolve().parent.parent / "clients" / "ai-sdk"
 MODEL = "offline-dev"
-
-
-@pytest.fixture(scope="session")
-def ai_sdk() -> Path:
-    """The harness with its node_modules (`npm ci` once; xdist workers wait for each other on a file lock)."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.fail("Node.js and npm are needed for the AI SDK test (this machine's image has them)")
-    with open(HARNESS / ".npm-ci.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (HARNESS / "node_modules" / ".package-lock.json").exists():
-            subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=HARNESS, check=True,
-                           timeout=600)
-    return HARNESS
 
 
 def run_sdk(harness: Path, server: Server, key: str, prompt: str, **env: str) -> dict[str, Any]:

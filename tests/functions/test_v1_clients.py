@@ -345,3 +345,51 @@ def test_a_client_that_leaves_mid_stream_pays_for_what_it_was_sent(
     assert answer["status"] == "partial" and full.startswith(answer["content"])
     assert 0 < len(answer["content"]) < len(full)
     settled_books(server.db, user)
+
+
+def test_a_blocked_account_and_a_spent_rate_limit_in_the_openai_shape(server: Server) -> None:
+    blocked = server.db.make_user(balance=5)
+    token = fnsupport.token(blocked)  # an API key of a blocked account is refused at authentication already
+    server.db.q("update public.profiles set status = 'blocked' where id = %s", (blocked,))
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        server.openai(token).chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+    assert refused.value.code == "account_blocked" and refused.value.response.headers["x-should-retry"] == "false"
+
+    busy = server.db.make_user(balance=5, plan="free")
+    rpm = server.db.one("select requests_per_minute from public.plans where id = 'free'")
+    client = server.openai(server.key(busy))
+    for _ in range(rpm):
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.RateLimitError) as limited:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "one more"}])
+    assert limited.value.code == "rate_limit_exceeded" and limited.value.response.headers["retry-after"] == "60"
+    assert len(charges(server.db, busy)) == rpm
+    settled_books(server.db, busy)
+
+
+def test_a_provider_failing_mid_stream_ends_the_stream_with_an_error_event_and_bills_what_was_sent(
+        server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    from functions.errors import BadGateway
+    from functions.providers import Delta, Offline
+
+    async def breaks(self: Offline, model: str, messages: Any, max_tokens: int, options: Any = None) -> Any:
+        yield Delta("The first words")
+        raise BadGateway("The upstream connection dropped.")
+
+    monkeypatch.setattr(Offline, "stream", breaks)
+    user = server.db.make_user(balance=5)
+    received: list[str] = []
+
+    def read() -> None:
+        for chunk in server.openai(server.key(user)).chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "hi"}], stream=True):
+            received.append(chunk.choices[0].delta.content or "")
+
+    with pytest.raises(openai.APIError) as caught:
+        read()
+    assert "".join(received) == "The first words"
+    assert "upstream connection dropped" in caught.value.message
+    [usage] = usage_rows(server.db, user)
+    assert usage["status"] == "succeeded" and usage["output_tokens"] == len("The first words") // 4 + 1
+    assert len(charges(server.db, user)) == 1
+    settled_books(server.db, user)

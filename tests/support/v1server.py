@@ -3,10 +3,14 @@ SDK clients pointed at them, and the books they must leave balanced."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -76,3 +80,19 @@ def settled_books(db: Sql, user: uuid.UUID) -> None:
     each settled hold charged once), and no hold of this user left open."""
     check_books(db)
     assert db.one("select count(*) from public.holds where user_id = %s and status = 'open'", (user,)) == 0
+
+
+AI_SDK = Path(__file__).resolve().parent.parent / "clients" / "ai-sdk"
+
+
+@pytest.fixture(name="ai_sdk", scope="session")
+def ai_sdk_fixture() -> Path:
+    """The harness with its node_modules (`npm ci` once; xdist workers wait for each other on a file lock)."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.fail("Node.js and npm are needed for the AI SDK test (this machine's image has them)")
+    with open(AI_SDK / ".npm-ci.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (AI_SDK / "node_modules" / ".package-lock.json").exists():
+            subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=AI_SDK, check=True,
+                           timeout=600)
+    return AI_SDK
