@@ -313,36 +313,11 @@ class OpenAICompatible(_HttpProvider):
             raise _malformed(self.label, "a text answer")
         return Completion(text, usage, model, self.name, choice.get("finish_reason"))
 
-    async def stream(self, model: str, messages: Sequence[Message], max_tokens: int,
-                     options: Options | None = None) -> AsyncIterator[Delta | Completion]:
-        """Chunks of `choices[0].delta.content`, then a usage chunk (`include_usage`; its `choices` may be
-        empty or hold an empty delta), then `[DONE]`. A stream that ends before `[DONE]` or a
-        `finish_reason` was cut off: it raises, it is not a complete answer."""
-        payload = {**(options or {}), "model": model, "messages": list(messages), "max_tokens": max_tokens,
-                   "stream": True, "stream_options": {"include_usage": True}}
-        parts: list[str] = []
-        usage: Usage | None = None
-        finish: str | None = None
-        done = False
-        async with contextlib.aclosing(self._stream_lines("/chat/completions", payload)) as lines:
-            async for data in lines:
-                if data == "[DONE]":
-                    done = True
-                    break
-                pieces, event_usage, event_finish = self._stream_event(data)
-                usage = event_usage or usage
-                finish = event_finish or finish
-                for piece in pieces:
-                    parts.append(piece)
-                    yield Delta(piece)
-        if not done and finish is None:
-            raise BadGateway(f"The {self.label} provider's stream ended before the model finished",
-                             code="malformed_model_response")
-        text = "".join(parts)
-        if usage is None:  # a server that ignores include_usage: estimate, and say so in the log
-            log.warning(json.dumps({"event": "usage_estimated", "provider": self.name, "model": model}))
-            usage = Usage(_approx_tokens("x" * sum(len(m["content"]) for m in messages)), 0, 0, _approx_tokens(text))
-        yield Completion(text, usage, model, self.name, finish)
+    def stream(self, model: str, messages: Sequence[Message], max_tokens: int,
+               options: Options | None = None) -> AsyncIterator[Delta | Completion]:
+        """Deltas of the answer's text, then the Completion (see `_chunks`)."""
+        payload = {**(options or {}), "model": model, "messages": list(messages), "max_tokens": max_tokens}
+        return self._chunks(payload, sum(len(m["content"]) for m in messages), relay=False)
 
     async def forward(self, payload: dict[str, Any]) -> tuple[dict[str, Any], Completion]:
         """A chat-completions request passed through as the client wrote it: the provider's body unchanged,
@@ -359,10 +334,19 @@ class OpenAICompatible(_HttpProvider):
         finish = body["choices"][0].get("finish_reason") if body.get("choices") else None
         return body, Completion(text, usage, str(body.get("model") or payload["model"]), self.name, finish)
 
-    async def forward_stream(self, payload: dict[str, Any]) -> AsyncIterator[Delta | Completion]:
+    def forward_stream(self, payload: dict[str, Any]) -> AsyncIterator[Delta | Completion]:
         """A streamed chat-completions request passed through: each chunk as a Delta carrying the provider's
-        event (`raw`), then a Completion (text, usage, finish reason) once `[DONE]` arrives (not relayed: the
-        caller ends the stream after the settle). Usage is always asked for (`include_usage`)."""
+        event (`raw`), then the Completion once `[DONE]` arrives (not relayed: the caller ends the stream
+        after the settle)."""
+        return self._chunks(payload, len(json.dumps(payload.get("messages"))), relay=True)
+
+    async def _chunks(self, payload: dict[str, Any], prompt_chars: int, *, relay: bool,
+                      ) -> AsyncIterator[Delta | Completion]:
+        """A chat-completions stream, usage always asked for (`include_usage`): chunks of
+        `choices[0].delta.content`, a usage chunk (its `choices` empty or an empty delta), then `[DONE]`.
+        Yields a Delta per text piece, or with `relay` one per chunk carrying the chunk as it came (`raw`),
+        then a Completion with the whole text, the usage and the finish reason. A stream that ends before
+        `[DONE]` or a `finish_reason` was cut off: it raises, it is not a complete answer."""
         payload = {**payload, "stream": True,
                    "stream_options": {**(payload.get("stream_options") or {}), "include_usage": True}}
         parts: list[str] = []
@@ -377,15 +361,21 @@ class OpenAICompatible(_HttpProvider):
                 pieces, event_usage, event_finish = self._stream_event(data)
                 usage = event_usage or usage
                 finish = event_finish or finish
-                text = "".join(pieces)
-                parts.append(text)
-                yield Delta(text, raw=data, other_chars=_tool_call_chars(data))
-        if not done:
+                parts.extend(pieces)
+                if relay:
+                    yield Delta("".join(pieces), raw=data, other_chars=_tool_call_chars(data))
+                else:
+                    for piece in pieces:
+                        yield Delta(piece)
+        if not done and finish is None:
             raise BadGateway(f"The {self.label} provider's stream ended before the model finished",
                              code="malformed_model_response")
-        if usage is None:
-            raise _malformed(self.label, "a usage chunk")
-        yield Completion("".join(parts), usage, str(payload["model"]), self.name, finish)
+        text = "".join(parts)
+        model = str(payload["model"])
+        if usage is None:  # a server that ignores include_usage: estimate, and say so in the log
+            log.warning(json.dumps({"event": "usage_estimated", "provider": self.name, "model": model}))
+            usage = Usage(_approx_tokens("x" * prompt_chars), 0, 0, _approx_tokens(text))
+        yield Completion(text, usage, model, self.name, finish)
 
     def _stream_event(self, data: str) -> tuple[list[str], Usage | None, str | None]:
         """(text pieces, usage if this chunk carries it, finish reason) of one chunk."""

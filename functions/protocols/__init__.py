@@ -8,7 +8,7 @@ with, and its error body. `Wire` is what `functions.v1` needs of either.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -126,3 +126,11 @@ def refuse_untranslated(body: Mapping[str, Any], carried: set[str], target: str)
                              "conversations only; leave it out or pick a model of this protocol.",
                              code="not_translatable", details=fields_detail(key, "is not translated",
                                                                             "not_translatable"))
+
+
+def last_user_text(messages: Sequence[Any]) -> tuple[str, int]:
+    """(the text of the last user turn, the non-text parts of all turns) of validated messages (`role`,
+    `content`): what a session saves as the user's message, and what the hold counts as images."""
+    last = next((m for m in reversed(messages) if m.role == "user"), None)
+    text = text_of(last.content, "messages", refuse=False)[0] if last else ""
+    return text, sum(text_of(m.content, "messages", refuse=False)[1] for m in messages)

@@ -14,7 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from functions.errors import ApiError
-from functions.protocols import CallRequest, json_error, refuse_untranslated, retry_headers, sse_data, text_of
+from functions.protocols import (
+    CallRequest,
+    json_error,
+    last_user_text,
+    refuse_untranslated,
+    retry_headers,
+    sse_data,
+    text_of,
+)
 from functions.providers import Completion, Message, Usage, anthropic_usage
 
 name: Literal["anthropic"] = "anthropic"
@@ -49,9 +57,7 @@ Request = MessagesRequest
 
 def call_request(request: MessagesRequest) -> CallRequest:
     body = request.model_dump(mode="json", exclude_unset=True)
-    last_user = next((m for m in reversed(request.messages) if m.role == "user"), None)
-    user_text = text_of(last_user.content, "messages", refuse=False)[0] if last_user else ""
-    images = sum(text_of(m.content, "messages", refuse=False)[1] for m in request.messages)
+    user_text, images = last_user_text(request.messages)
     options = {k: body[k] for k in ("temperature", "top_p") if body.get(k) is not None}
     if body.get("stop_sequences"):
         options["stop"] = body["stop_sequences"]
