@@ -34,7 +34,7 @@ import anyio
 
 from functions.db import SERVICE, Database
 from functions.errors import ApiError, Conflict, InternalError, ServiceUnavailable
-from functions.providers import Completion, Delta, Message, Usage
+from functions.providers import Completion, Delta, Message, Provider, Usage, get_provider
 from functions.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,15 @@ class BilledCall:
                                code="request_in_progress")
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.5)
+
+    async def provider(self, hold: Hold) -> Provider:
+        """The provider of the hold's model; when there is none (unknown, or the offline model in
+        production) the hold is released at once, with no usage row: no call was made."""
+        try:
+            return get_provider(hold.provider, self.settings)
+        except ApiError as exc:
+            await self.release(hold, exc, record_usage=False)
+            raise
 
     # -- the model call -----------------------------------------------------------------------------------
 

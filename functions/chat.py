@@ -21,7 +21,7 @@ from functions.billed_call import BilledCall, StreamEvent
 from functions.errors import Unprocessable
 from functions.http import Context, SSEResponse, endpoint
 from functions.models import active_models, default_model
-from functions.providers import Message, Usage, get_provider
+from functions.providers import Message, Usage
 from functions.schemas import ChatListQuery, ChatRequest, ChatResponse, CursorError, decode_cursor, encode_cursor
 
 SYSTEM_PROMPT = "You are a helpful assistant for programming and data work. Answer concisely."
@@ -74,7 +74,7 @@ async def send(ctx: Context, body: ChatRequest) -> Response | dict[str, Any]:
         return SSEResponse(_one(sse("done", answer(stored, True)))) if body.stream else answer(stored, True)
     messages: list[Message] = [{"role": "system", "content": SYSTEM_PROMPT}, *hold.history,
                                {"role": "user", "content": body.message}]
-    provider = get_provider(hold.provider, ctx.settings)
+    provider = await call.provider(hold)
 
     async def settle(text: str, usage: Usage, partial: bool) -> dict[str, Any]:
         result = await call.settle(hold, "settle_chat_turn", {

@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from functions.billed_call import BilledCall
 from functions.http import Context, endpoint
-from functions.providers import Message, Usage, get_provider
+from functions.providers import Message, Usage
 from functions.schemas import CompileRequest, CompileResponse
 
 _FENCE = re.compile(r"```[A-Za-z0-9_+-]*[ \t]*\n(.*?)```", re.DOTALL)
@@ -77,7 +77,7 @@ async def handle(ctx: Context) -> Response | Mapping[str, Any]:
         "prompt_chars": 2 * prompt_chars + 4 * max_tokens + 200, "max_output_tokens": 2 * max_tokens, "calls": 2})
     if (stored := hold.settled_result) is not None:
         return CompileResponse.from_result(stored, provider=hold.provider, replay=True).model_dump(mode="json")
-    provider = get_provider(hold.provider, ctx.settings)
+    provider = await call.provider(hold)
 
     async def generate() -> tuple[str, list[dict[str, Any]], bool, Usage]:
         first = await provider.complete(hold.model, messages, max_tokens)

@@ -31,7 +31,7 @@ from functions.models import active_models
 from functions.protocols import CallRequest, StreamRenderer, Wire
 from functions.protocols import anthropic as anthropic_wire
 from functions.protocols import openai as openai_wire
-from functions.providers import Anthropic, Completion, Delta, Message, OpenAICompatible, Usage, get_provider
+from functions.providers import Anthropic, Completion, Delta, Message, OpenAICompatible, Usage
 
 IMAGE_PART_CHARS = 6_000  # what the hold counts for each image or file part (its tokens are not its characters)
 
@@ -97,10 +97,21 @@ async def call(ctx: Context, wire: Wire, request: CallRequest) -> Response | dic
         "api_key_id": principal.key_id, **session_ref(principal.user_id, session)})
     if (stored := _stored_response(hold)) is not None:
         return _replay(wire, stored, request) if request.stream else stored
-    provider = get_provider(hold.provider, ctx.settings)
     message_id = ("msg_" if wire.name == "anthropic" else "chatcmpl-") + uuid.UUID(hold.id).hex
-    passthrough = provider.name == wire.name and isinstance(provider, OpenAICompatible | Anthropic)
     finish: list[str | None] = [None]
+    payload: dict[str, Any] = {}
+    messages: list[Message] = []
+    options: dict[str, Any] = {}
+    try:
+        provider = await billed.provider(hold)
+        passthrough = provider.name == wire.name and isinstance(provider, OpenAICompatible | Anthropic)
+        if passthrough:
+            payload = wire.passthrough_payload(request, hold.model, max_tokens)
+        else:
+            messages, options = wire.conversation(request, provider.name)
+    except ApiError as exc:  # nothing the provider could be sent: refused before any call, not charged
+        await billed.release(hold, exc, record_usage=False)
+        raise
 
     async def settle(text: str, usage: Usage, partial: bool, response: dict[str, Any] | None = None) -> dict[str, Any]:
         if response is None:
@@ -110,17 +121,6 @@ async def call(ctx: Context, wire: Wire, request: CallRequest) -> Response | dic
             "partial": partial})
         return result
 
-    payload: dict[str, Any] = {}
-    messages: list[Message] = []
-    options: dict[str, Any] = {}
-    try:
-        if passthrough:
-            payload = wire.passthrough_payload(request, hold.model, max_tokens)
-        else:
-            messages, options = wire.conversation(request, provider.name)
-    except ApiError as exc:  # what cannot be translated: refused before the provider, nothing charged
-        await billed.release(hold, exc, record_usage=False)
-        raise
 
     if not request.stream:
         if passthrough:

@@ -239,3 +239,27 @@ def test_the_configured_provider_answers_a_request_that_names_no_model(
     assert {m["model"] for m in models["items"]} >= {"offline-dev", "gpt-4o-mini", "claude-haiku-4-5"}
     health = api.get("health").json
     assert health["default_model"] == expected and health["model_provider"] == get_settings().model_provider
+
+
+@pytest.mark.parametrize(("target", "body"), [
+    ("chat", {"message": "hi"}),
+    ("compile", {"task": "sum a list", "language": "python"}),
+])
+def test_a_model_without_a_provider_releases_its_hold_at_once(api: Any, monkeypatch: pytest.MonkeyPatch,
+                                                              target: str, body: dict[str, Any]) -> None:
+    """No provider for the hold's model (the offline model in production, say): 502, and the hold is closed
+    now rather than by the expiry, with nothing charged and no usage row (no call was made)."""
+    from functions import billed_call
+    from functions.errors import BadGateway
+
+    def none(name: str, settings: Any) -> Any:
+        raise BadGateway(f"no provider named {name!r}", code="provider_unavailable")
+
+    monkeypatch.setattr(billed_call, "get_provider", none)
+    db: Sql = api.db
+    uid = db.make_user(balance=5)
+    r = api.post(target, body, user=uid)
+    assert r.status_code == 502 and r.json["error"]["code"] == "provider_unavailable"
+    assert db.one("select status from public.holds where user_id = %s", (uid,)) == "released"
+    assert db.one("select held_usd from public.billing_accounts where user_id = %s", (uid,)) == 0
+    assert db.one("select count(*) from public.usage_logs where user_id = %s", (uid,)) == 0
