@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -39,6 +38,13 @@ from functions.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# Writes a streamed call's result: (text, usage or None for a cut stream, partial) -> the settled result.
+Settle = Callable[[str, "Usage | None", bool], Awaitable[dict[str, Any]]]
+
+
+def usage_args(usage: Usage | None) -> dict[str, int | None]:
+    """The token counts as the settle RPCs take them; none (a stream cut short) lets SQL estimate them."""
+    return {"input_tokens": None, "output_tokens": None} if usage is None else dict(usage.as_args())
 
 
 @dataclass(frozen=True)
@@ -183,8 +189,8 @@ class BilledCall:
 
     # -- streams ------------------------------------------------------------------------------------------
 
-    async def stream(self, hold: Hold, items: AsyncIterator[Delta | Completion], prompt_chars: int,
-                     settle: Callable[[str, Usage, bool], Awaitable[dict[str, Any]]]) -> AsyncIterator[StreamEvent]:
+    async def stream(self, hold: Hold, items: AsyncIterator[Delta | Completion], settle: Settle,
+                     ) -> AsyncIterator[StreamEvent]:
         """Relay a model stream, with delivery on record before the user has it, and end it billed.
 
         `settle(text, usage, partial)` writes the turn. The generator may be closed at any yield or
@@ -223,12 +229,12 @@ class BilledCall:
                                     "delivered_chars": self.delivered_chars}))
             if not finished:
                 finished = True
-                await self._end_early(hold, "".join(parts), prompt_chars, error, settle)
+                await self._end_early(hold, "".join(parts), error, settle)
             yield StreamEvent("error", error=error)
         finally:
             if not finished:  # the client went away: GeneratorExit at a yield, or cancelled at an await
                 with anyio.CancelScope(shield=True):
-                    await self._end_early(hold, "".join(parts), prompt_chars,
+                    await self._end_early(hold, "".join(parts),
                                           ApiError("The client disconnected.", code="client_disconnected"), settle)
 
     async def _report(self, hold: Hold, delivered_chars: int, *, first: bool) -> None:
@@ -245,17 +251,19 @@ class BilledCall:
             raise Conflict(f"The hold of this request was closed ({status}) while the answer streamed.",
                            code="hold_closed", details={"hold_status": status})
 
-    async def _end_early(self, hold: Hold, text: str, prompt_chars: int, error: ApiError,
-                         settle: Callable[[str, Usage, bool], Awaitable[dict[str, Any]]]) -> None:
-        """Keep and bill what was delivered (usage estimated at 4 characters a token: the provider reports
-        none for a stream cut short), or release the hold when nothing was."""
+    async def _end_early(self, hold: Hold, text: str, error: ApiError,
+                         settle: Settle) -> None:
+        """Keep and bill what was delivered, or release the hold when nothing was. The provider reports no
+        usage for a stream cut short: the final delivery goes on record (`touch_hold`) and the settle, sent
+        no counts, estimates them in SQL from the hold (the one estimate: `private.estimated_tokens`)."""
         self.log_fields["stream_end"] = error.code
         if not self.delivered_chars:
             await self.release(hold, error)
             return
-        usage = Usage(math.ceil(prompt_chars / 4), 0, 0, math.ceil(self.delivered_chars / 4))
+        with contextlib.suppress(ApiError):  # the settle below fails too if the database is away
+            await self.db.rpc("touch_hold", {"hold_id": hold.id, "delivered_chars": self.delivered_chars}, SERVICE)
         with contextlib.suppress(ApiError):  # logged by settle; release_hold or the expiry charges the delivered part
-            await settle(text, usage, True)
+            await settle(text, None, True)
 
     def _ms(self) -> int:
         return int((time.monotonic() - self.started) * 1000)

@@ -17,7 +17,7 @@ from typing import Any
 from starlette.responses import Response
 
 from functions import runtime
-from functions.billed_call import BilledCall, StreamEvent
+from functions.billed_call import BilledCall, StreamEvent, usage_args
 from functions.errors import Unprocessable
 from functions.http import Context, SSEResponse, endpoint
 from functions.models import active_models, default_model
@@ -76,15 +76,14 @@ async def send(ctx: Context, body: ChatRequest) -> Response | dict[str, Any]:
                                {"role": "user", "content": body.message}]
     provider = await call.provider(hold)
 
-    async def settle(text: str, usage: Usage, partial: bool) -> dict[str, Any]:
+    async def settle(text: str, usage: Usage | None, partial: bool) -> dict[str, Any]:
         result = await call.settle(hold, "settle_chat_turn", {
-            "user_message": body.message, "assistant_message": text, **usage.as_args(),
+            "user_message": body.message, "assistant_message": text, **usage_args(usage),
             "client_message_id": body.client_message_id, "partial": partial})
         return answer(result, bool(result.get("replay")))
 
     if body.stream:
-        prompt_chars = sum(len(m["content"]) for m in messages)
-        events = call.stream(hold, provider.stream(hold.model, messages, max_tokens), prompt_chars, settle)
+        events = call.stream(hold, provider.stream(hold.model, messages, max_tokens), settle)
         return SSEResponse(_sse_lines(ctx, events))
     done = await call.run(hold, lambda: provider.complete(hold.model, messages, max_tokens))
     return await settle(done.text, done.usage, False)

@@ -23,7 +23,7 @@ from typing import Any, cast
 
 from starlette.responses import Response
 
-from functions.billed_call import BilledCall, Hold, StreamEvent
+from functions.billed_call import BilledCall, Hold, StreamEvent, usage_args
 from functions.chat import session_ref
 from functions.errors import ApiError, NotFound
 from functions.http import Context, SSEResponse, endpoint
@@ -113,13 +113,13 @@ async def call(ctx: Context, wire: Wire, request: CallRequest) -> Response | dic
         await billed.release(hold, exc, record_usage=False)
         raise
 
-    async def settle(text: str, usage: Usage, partial: bool, response: dict[str, Any] | None = None) -> dict[str, Any]:
-        if response is None:
-            response = wire.body(Completion(text, usage, hold.model, provider.name, finish[0]), message_id)
-        result = await billed.settle(hold, "settle_api_call", {
-            **usage.as_args(), "response": response, "user_message": request.user_text, "assistant_message": text,
+    async def settle(text: str, usage: Usage | None, partial: bool, response: dict[str, Any] | None = None,
+                     ) -> dict[str, Any]:
+        if response is None:  # a cut stream (no usage reported) is stored without counts; its charge has them
+            response = wire.body(Completion(text, usage or Usage(), hold.model, provider.name, finish[0]), message_id)
+        return await billed.settle(hold, "settle_api_call", {
+            **usage_args(usage), "response": response, "user_message": request.user_text, "assistant_message": text,
             "partial": partial})
-        return result
 
 
     if not request.stream:
@@ -135,7 +135,7 @@ async def call(ctx: Context, wire: Wire, request: CallRequest) -> Response | dic
         items = cast(OpenAICompatible | Anthropic, provider).forward_stream(payload)
     else:
         items = provider.stream(hold.model, messages, max_tokens, options)
-    events = billed.stream(hold, _finishing(items, finish), ctx.body_bytes, settle)
+    events = billed.stream(hold, _finishing(items, finish), settle)
     return SSEResponse(_sse(ctx, wire, events, renderer=None if passthrough else wire.renderer(
         message_id, hold.model, request.include_usage), include_usage=request.include_usage))
 
