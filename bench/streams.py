@@ -6,6 +6,9 @@ moment all N were started. Sides, each in the same run against the same model st
 - floor: the model stub itself (when its first token reaches a client, and when its answer ends);
 - the project: `functions-framework --target chat` (one uvicorn worker, as deployed), full billing and
   persistence (begin_chat_turn, touch_hold before the first delta, settle_chat_turn), 64 users;
+- the project's compatible API: `--target v1`, `POST /chat/completions` in the OpenAI protocol passed through
+  to the stub (billed: begin_api_call, touch_hold, settle_api_call; not persisted), the same request the
+  peers get;
 - peers, pure pass-through to the same stub (they neither bill nor persist): the LiteLLM proxy (its own
   venv, `tests/support/litellm_proxy.ensure_venv`, one worker, no database) and, when npm installed it in
   `.local/portkey`, the Portkey gateway (node).
@@ -46,6 +49,7 @@ from bench.common import (
 )
 
 STREAM_SECONDS = 5.0
+V1_SIDE = "project: v1 chat completions, billed (OpenAI protocol, pass-through)"
 USERS = 64
 PORTKEY = ROOT / ".local" / "portkey" / "node_modules" / "@portkey-ai" / "gateway" / "build" / "start-server.js"
 
@@ -177,7 +181,11 @@ def run(quick: bool) -> list[Result]:
         chat = Subprocess("chat", [*functions_framework_command(), "--target", "chat", "--source",
                                    str(FUNCTIONS_SOURCE), "--host", HOST, "--port", str(chat_port)],
                           port=chat_port, env=env, log_dir=log_dir)
-        with model, chat, litellm(model_port, log_dir) as lite, portkey(log_dir) as pk:
+        v1_port = free_port()
+        v1 = Subprocess("v1", [*functions_framework_command(), "--target", "v1", "--source", str(FUNCTIONS_SOURCE),
+                               "--host", HOST, "--port", str(v1_port)],
+                        port=v1_port, env={**env, "PORT": str(v1_port)}, log_dir=log_dir)
+        with model, chat, v1, litellm(model_port, log_dir) as lite, portkey(log_dir) as pk:
             sides: list[tuple[str, str, Any, Any, bytes, Subprocess | None]] = [
                 ("model stub (floor)", f"http://{HOST}:{model_port}/v1/chat/completions", lambda i: body,
                  lambda i: {}, b"tok0", None),
@@ -185,6 +193,8 @@ def run(quick: bool) -> list[Result]:
                  lambda i: {"message": f"Tell me a story ({i}).", "model": BENCH_MODEL, "stream": True,
                             "max_tokens": 256, "client_message_id": str(uuid.uuid4())},
                  lambda i: {"Authorization": f"Bearer {tokens[i % USERS]}"}, b"event: delta", chat),
+                (V1_SIDE, f"http://{HOST}:{v1_port}/chat/completions", lambda i: body,
+                 lambda i: {"Authorization": f"Bearer {tokens[i % USERS]}"}, b"tok0", v1),
             ]
             if lite is not None:
                 sides.append(("LiteLLM proxy (pass-through)", f"http://{HOST}:{lite.port}/v1/chat/completions",
@@ -233,6 +243,18 @@ def _results(runs: dict[tuple[str, int], Run], counts: tuple[int, ...], open_hol
             floor_p99, "s", ratio_text=f"p50 {p50:.2f} s, done {done:.2f} s"
             + ("" if vs_lite is None else f"; LiteLLM/ours {vs_lite:.2f}x"),
             target=target, met=met, details=details))
+        compat = runs.get((V1_SIDE, n))
+        if compat is not None and compat.first:
+            c99, c_done = percentile(compat.first, 99), max(compat.done)
+            vs = None
+            if lite is not None and lite.first and lite.done:
+                floor_done = max(floor.done)
+                vs = min((percentile(lite.first, 99) - floor_p99) / max(c99 - floor_p99, 1e-3),
+                         (max(lite.done) - floor_done) / max(c_done - floor_done, 1e-3))
+            results.append(Result(
+                f"6 streams x{n}: v1 (same request as the peers), billed", c99, "s", floor_p99, "s",
+                ratio_text=f"p50 {percentile(compat.first, 50):.2f} s, done {c_done:.2f} s, failed {compat.failed}"
+                + ("" if vs is None else f"; LiteLLM/ours {vs:.2f}x"), details=compat.summary()))
         for side in ("LiteLLM proxy (pass-through)", "Portkey gateway (pass-through)"):
             peer = runs.get((side, n))
             if peer is not None and peer.first:

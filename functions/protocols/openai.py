@@ -8,6 +8,7 @@ SDK raises the class its users already catch: an exhausted balance or monthly qu
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -167,10 +168,13 @@ def renderer(message_id: str, model: str, include_usage: bool) -> Renderer:
     return Renderer(message_id, model, include_usage)
 
 
+_USAGE = re.compile(r'"usage"\s*:\s*\{')
+
+
 def relay(raw: str, include_usage: bool) -> str:
     """A provider's chunk as the client gets it: unchanged, except the usage it did not ask for (this API
     always asks the provider for usage, to bill it)."""
-    if include_usage or '"usage"' not in raw:
+    if include_usage or not _USAGE.search(raw):  # most chunks carry none, or `"usage": null`: sent as they came
         return sse_data(raw)
     chunk = json.loads(raw)
     if not chunk.get("choices"):
