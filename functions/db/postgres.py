@@ -11,40 +11,25 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from collections.abc import Mapping
-from datetime import date, datetime
-from decimal import Decimal
 from typing import Any
 
 import psycopg
-import stamina
 from psycopg import errors as pg_errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from functions.db import SERVICE, Caller, check_rpc_name
+from functions.db import SERVICE, Caller, as_sql_literal, check_rpc_name
 from functions.errors import ServiceUnavailable, from_sqlstate
 from functions.loops import PerLoop
 
 log = logging.getLogger(__name__)
 
+__all__ = ["PostgresDatabase", "as_sql_literal"]
+
 # Failures worth another try: the connection, the pool, or a serialization/deadlock abort. Every RPC
 # that writes is idempotent on its request id, so a retry after an ambiguous commit changes nothing.
 _SET_CALLER = "select set_config('role', %s, true), set_config('request.jwt.claims', %s, true)"
 _RETRYABLE = (psycopg.OperationalError, PoolTimeout, pg_errors.SerializationFailure, pg_errors.DeadlockDetected)
-
-
-def as_sql_literal(value: Any) -> str | None:
-    """A value as PostgREST hands it to SQL: text that Postgres casts to the parameter's declared type."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, default=str)
-    if isinstance(value, (int, float, Decimal, uuid.UUID, date, datetime, str)):
-        return value.isoformat() if isinstance(value, (date, datetime)) else str(value)
-    raise TypeError(f"cannot send {type(value).__name__} to an RPC")
 
 
 class PostgresDatabase:
@@ -81,6 +66,7 @@ class PostgresDatabase:
                 return await self._run(query, params, claims)
             except _RETRYABLE as exc:
                 log.info("database call failed (%s); retrying", type(exc).__name__)
+            import stamina  # only after a failure: not a cost of every instance's start
             async for attempt in stamina.retry_context(on=_RETRYABLE, attempts=max(self.attempts - 1, 1),
                                                        wait_initial=0.05, wait_max=1.0, wait_jitter=0.1):
                 with attempt:
