@@ -33,7 +33,7 @@ LOCAL_ISSUER = "http://127.0.0.1:54321/auth/v1"  # what `supabase start` issues 
 KEY_SCOPES = ("models", "usage:read")
 FUNCTION_SCOPES: dict[str, str] = {"chat": "models", "compile": "models", "usage": "usage:read"}
 _TOKEN_ONLY_REASONS = {"keys": "An API key cannot create, list or revoke keys"}
-_VERIFIED_MAX = 10_000  # verified tokens kept per process (a few MB at most)
+_VERIFIED_MAX = 4096  # verified tokens kept per process (a token and its claims: ~2 KB each)
 
 
 @dataclass(frozen=True)
@@ -187,10 +187,11 @@ class Authenticator:
             lifetime = min(lifetime, self.jwks.ttl if self.jwks is not None else 0.0)
         if lifetime <= 0:
             return
-        if len(self._verified) >= _VERIFIED_MAX:
+        if len(self._verified) >= _VERIFIED_MAX:  # drop the expired entries, else the oldest one
             now = time.monotonic()
-            for old in [t for t, (_, until) in self._verified.items() if until <= now] or list(self._verified)[:1]:
-                del self._verified[old]
+            entries = list(self._verified.items())  # a snapshot: another loop's thread may add meanwhile
+            for old in [t for t, (_, until) in entries if until <= now] or [entries[0][0]]:
+                self._verified.pop(old, None)
         self._verified[token] = (claims, time.monotonic() + lifetime)
 
     async def _verify(self, token: str) -> tuple[dict[str, Any], str]:
