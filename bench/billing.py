@@ -10,6 +10,12 @@ UPDATE of the hot row. Both sides run in alternating rounds; counts and times ar
 
 A second, diagnostic scenario runs the same with each client on its own user (no shared row), which
 separates the cost of the hot row's lock from the cost of a pair itself.
+
+What the ratio can reach: a pair is two transactions (two commits, so 0.5 is the most a commit-bound pair
+could reach) of about ten row writes, their index entries, foreign-key checks and triggers, against one HOT
+update. Postgres CPU per pair and per floor update, and this process's CPU per pair (the client), are in the
+details (`postgres_cpu_ms`, `client_cpu_ms`): where the machine's cores are the limit, as on a shared
+2-core machine, turns/s cannot exceed cores / (CPU per pair), whatever the locks do.
 """
 
 from __future__ import annotations
@@ -24,7 +30,16 @@ from typing import Any
 
 import psycopg
 
-from bench.common import BENCH_MODEL, Result, bench_database, log, percentile, run_released
+from bench.common import (
+    BENCH_MODEL,
+    BenchDatabase,
+    Result,
+    bench_database,
+    log,
+    percentile,
+    process_tree_cpu,
+    run_released,
+)
 from functions.db import SERVICE
 from functions.db.postgres import PostgresDatabase
 
@@ -49,11 +64,16 @@ class Tally:
     operations: int = 0
     seconds: float = 0.0
     latencies_ms: list[float] | None = None
+    postgres_cpu: float = 0.0
+    client_cpu: float = 0.0
 
-    def add(self, operations: int, seconds: float, latencies: list[float]) -> None:
+    def add(self, operations: int, seconds: float, latencies: list[float], postgres_cpu: float = 0.0,
+            client_cpu: float = 0.0) -> None:
         self.operations += operations
         self.seconds += seconds
         self.latencies_ms = (self.latencies_ms or []) + latencies
+        self.postgres_cpu += postgres_cpu
+        self.client_cpu += client_cpu
 
     @property
     def rate(self) -> float:
@@ -62,7 +82,9 @@ class Tally:
     def summary(self) -> dict[str, Any]:
         lat = self.latencies_ms or [0.0]
         return {"operations": self.operations, "seconds": round(self.seconds, 3), "per_second": round(self.rate, 1),
-                "p50_ms": round(percentile(lat, 50), 3), "p99_ms": round(percentile(lat, 99), 3)}
+                "p50_ms": round(percentile(lat, 50), 3), "p99_ms": round(percentile(lat, 99), 3),
+                "postgres_cpu_ms": round(self.postgres_cpu * 1000 / max(self.operations, 1), 3),
+                "client_cpu_ms": round(self.client_cpu * 1000 / max(self.operations, 1), 3)}
 
 
 def concurrently(workers: list[Callable[[], None]], count: int) -> tuple[float, list[float]]:
@@ -131,12 +153,14 @@ class Scenario:
     floor_tally: Tally = field(default_factory=Tally)
     pair_rounds: list[float] = field(default_factory=list)
 
-    def round(self, scale: Scale) -> None:
-        seconds, lat = concurrently(self.updates, scale.updates_per_client)
-        self.floor_tally.add(CLIENTS * scale.updates_per_client, seconds, lat)
-        seconds, lat = concurrently(self.pairs, scale.pairs_per_client)
-        self.pair_tally.add(CLIENTS * scale.pairs_per_client, seconds, lat)
-        self.pair_rounds.append(round(CLIENTS * scale.pairs_per_client / seconds, 1))
+    def round(self, scale: Scale, db: BenchDatabase) -> None:
+        for tally, workers, count in ((self.floor_tally, self.updates, scale.updates_per_client),
+                                      (self.pair_tally, self.pairs, scale.pairs_per_client)):
+            postgres, client = process_tree_cpu(db.postmaster()), time.process_time()
+            seconds, lat = concurrently(workers, count)
+            tally.add(CLIENTS * count, seconds, lat, process_tree_cpu(db.postmaster()) - postgres,
+                      time.process_time() - client)
+        self.pair_rounds.append(round(CLIENTS * scale.pairs_per_client / seconds, 1))  # this round's pairs
 
     @property
     def ratio(self) -> float:
@@ -166,7 +190,7 @@ def run(quick: bool) -> list[Result]:
             hot, spread = scenarios
             for round_no in range(scale.rounds):  # alternate so drift in the machine's load hits every side
                 for scenario in scenarios:
-                    scenario.round(scale)
+                    scenario.round(scale, db)
                 log(f"round {round_no + 1}: one hot user {hot.pair_rounds[-1]:.0f} pairs/s; "
                     f"{CLIENTS} users {spread.pair_rounds[-1]:.0f} pairs/s")
         finally:

@@ -33,6 +33,7 @@ LOCAL_ISSUER = "http://127.0.0.1:54321/auth/v1"  # what `supabase start` issues 
 KEY_SCOPES = ("models", "usage:read")
 FUNCTION_SCOPES: dict[str, str] = {"chat": "models", "compile": "models", "v1": "models", "usage": "usage:read"}
 _TOKEN_ONLY_REASONS = {"keys": "An API key cannot create, list or revoke keys"}
+_VERIFIED_MAX = 4096  # verified tokens kept per process (a token and its claims: ~2 KB each)
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,8 @@ class Authenticator:
         if service is None and settings.environment != "production":
             service = DEV_SERVICE_SECRET
         self.service_secret = service
+        # Tokens already verified: token -> (claims, monotonic time until which the entry may answer).
+        self._verified: dict[str, tuple[dict[str, Any], float]] = {}
 
     async def aclose(self) -> None:
         """Close this event loop's JWKS client."""
@@ -160,7 +163,41 @@ class Authenticator:
         return principal
 
     async def verify_token(self, token: str) -> dict[str, Any]:
-        """The claims of a valid access token; 401 otherwise."""
+        """The claims of a valid access token; 401 otherwise.
+
+        A browser sends the same token with every request for its lifetime, so a verified token's claims are
+        kept (keyed by the whole token, signature included) until the token expires, and for a JWKS-signed
+        token no longer than the signing keys are cached (a key removed from the JWKS stops counting as
+        soon as the key cache would have noticed). Expired entries are checked out, never trusted: the
+        full verification runs again and answers 401 `token_expired`."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            if time.monotonic() < cached[1]:
+                return dict(cached[0])
+            del self._verified[token]
+        claims, alg = await self._verify(token)
+        self._remember(token, claims, alg)
+        return dict(claims)
+
+    def _remember(self, token: str, claims: dict[str, Any], alg: str) -> None:
+        exp = claims.get("exp")
+        if not isinstance(exp, (int, float)) or isinstance(exp, bool):
+            return
+        # PyJWT accepts a token until exp + leeway (wall clock); the entry ends at exp itself, in monotonic time.
+        lifetime = exp - time.time()
+        if alg != "HS256":  # signed by a JWKS key: no longer than the keys are cached
+            lifetime = min(lifetime, self.jwks.ttl if self.jwks is not None else 0.0)
+        if lifetime <= 0:
+            return
+        if len(self._verified) >= _VERIFIED_MAX:  # drop the expired entries, else the oldest one
+            now = time.monotonic()
+            entries = list(self._verified.items())  # a snapshot: another loop's thread may add meanwhile
+            for old in [t for t, (_, until) in entries if until <= now] or [entries[0][0]]:
+                self._verified.pop(old, None)
+        self._verified[token] = (claims, time.monotonic() + lifetime)
+
+    async def _verify(self, token: str) -> tuple[dict[str, Any], str]:
+        """The claims of a valid access token and the algorithm that signed it; 401 otherwise."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -181,7 +218,7 @@ class Authenticator:
             return dict(jwt.decode(
                 token, key, algorithms=[alg], audience=self.settings.jwt_audience, issuer=self.issuer,
                 options={"require": ["exp", "iat", "sub", "iss", "aud"]}, leeway=5,
-            ))
+            )), str(alg)
         except jwt.ExpiredSignatureError as exc:
             raise Unauthorized("The access token has expired; sign in again.", code="token_expired") from exc
         except jwt.PyJWTError as exc:

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
-import pydantic
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -38,9 +37,13 @@ from functions.errors import (
 from functions.settings import Settings
 
 if TYPE_CHECKING:
+    import pydantic
+
     from functions.auth import Principal
 
-M = TypeVar("M", bound=pydantic.BaseModel)
+# pydantic is imported where a body or query is parsed, not with this module: targets whose requests carry
+# neither (health, refresh_views) start without it.
+M = TypeVar("M", bound="pydantic.BaseModel")
 Handler = Callable[["Context"], Awaitable["Response | Mapping[str, Any]"]]
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,200}$")
@@ -117,6 +120,8 @@ class Context:
             chunks.append(chunk)
         raw = b"".join(chunks)
         self.body_bytes = size
+        import pydantic
+
         # pydantic parses and validates in one pass (Rust); malformed JSON, invalid UTF-8, unpaired surrogate
         # escapes and absurd nesting all come back as `json_invalid`.
         try:
@@ -156,6 +161,8 @@ def _is_json(content_type: str) -> bool:
 
 def validate(model: type[M], data: Any, *, where: str = "Field") -> M:
     """`data` validated into `model`; 422 naming each bad field (`where`: "Field" or "Query parameter")."""
+    import pydantic
+
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as exc:

@@ -12,7 +12,6 @@ from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
-
 class PerLoop(Generic[T]):
     """`get()` returns this loop's resource, made by `make()` on first use; `aclose()` closes this loop's,
     `close_all()` every loop's (from outside any of them)."""

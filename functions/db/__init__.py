@@ -7,10 +7,13 @@ does) and `supabase` (PostgREST over HTTP with supabase-py's postgrest client). 
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any, Literal, Protocol
 
 Role = Literal["anon", "authenticated", "service_role"]
@@ -38,6 +41,19 @@ SERVICE = Caller("service_role")
 
 class RawJson(str):
     """JSON text already serialized (and validated) by the caller: sent to the RPC as it is."""
+
+
+def as_sql_literal(value: Any) -> str | None:
+    """A value as PostgREST hands it to SQL: text that Postgres casts to the parameter's declared type."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, default=str)
+    if isinstance(value, (int, float, Decimal, uuid.UUID, date, datetime, str)):
+        return value.isoformat() if isinstance(value, (date, datetime)) else str(value)
+    raise TypeError(f"cannot send {type(value).__name__} to an RPC")
 
 
 def check_rpc_name(name: str) -> str:

@@ -14,10 +14,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import httpx
-import stamina
 
-from functions.db import SERVICE, Caller, RawJson, check_rpc_name
-from functions.db.postgres import as_sql_literal
+from functions.db import SERVICE, Caller, RawJson, as_sql_literal, check_rpc_name
 from functions.errors import ApiError, ServiceUnavailable, Unauthorized, from_sqlstate
 from functions.loops import PerLoop
 from functions.settings import Settings
@@ -73,6 +71,7 @@ class SupabaseDatabase:
                 return await self._call(client, name, params)
             except (httpx.TransportError, _Gateway) as exc:
                 log.info("supabase call failed (%s); retrying", exc)
+            import stamina  # only after a failure
             async for attempt in stamina.retry_context(on=(httpx.TransportError, _Gateway),
                                                        attempts=max(self.attempts - 1, 1),
                                                        wait_initial=0.05, wait_max=1.0, wait_jitter=0.1):

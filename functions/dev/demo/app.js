@@ -301,11 +301,13 @@ async function openSession(id, quiet) {
   $("chat-meta").textContent = "";
   try {
     const { items } = await call("GET", `chat?session_id=${encodeURIComponent(id)}&limit=100`);
+    if (state.session !== id) return;  // another session (or a new chat) was opened while this one loaded
     $("messages").replaceChildren();
     for (const m of items.reverse()) {
       addTurn(m.role, m.content, { model: m.role === "assistant" ? m.model : null, partial: m.status === "partial" });
     }
   } catch (e) {
+    if (state.session !== id) return;
     if (!quiet) showError($("sessions-error"), e);
     else { state.session = null; sessionStorage.removeItem("session"); }
   }
