@@ -57,22 +57,19 @@ async def handle(ctx: Context) -> Response | Mapping[str, Any]:
     wire = wire_of(ctx)
     if ctx.method == "GET":
         return await _models(ctx, wire)
-    module = anthropic_wire if wire.name == "anthropic" else openai_wire
-    request = module.call_request(await ctx.json_body(module.Request))
-    return await call(ctx, wire, request)
+    return await call(ctx, wire, wire.call_request(await ctx.json_body(wire.Request)))
 
 
 async def _models(ctx: Context, wire: Wire) -> Mapping[str, Any]:
     models = await active_models(ctx.db)
     path = ctx.path.rstrip("/")
-    module: Any = anthropic_wire if wire.name == "anthropic" else openai_wire
     if path == "/models":
-        return cast(Mapping[str, Any], module.models_body(models))
+        return wire.models_body(models)
     wanted = path.removeprefix("/models/")
     found = next((m for m in models if m["model"] == wanted), None)
     if found is None:
         raise NotFound(f"No active model is named {wanted}.", code="unknown_model")
-    return cast(Mapping[str, Any], module.model_body(found))
+    return wire.model_body(found)
 
 
 def _request_key(ctx: Context) -> str:

@@ -26,7 +26,6 @@ from functions.protocols import (
 from functions.providers import Completion, Message, Usage, anthropic_usage
 
 name: Literal["anthropic"] = "anthropic"
-path = "/messages"
 
 # What a call to a model of the other protocol (OpenAI) carries over; anything else is refused there.
 TRANSLATED = {"model", "messages", "system", "max_tokens", "stream", "temperature", "top_p", "stop_sequences"}

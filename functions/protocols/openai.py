@@ -29,7 +29,6 @@ from functions.protocols import (
 from functions.providers import Completion, Message, Usage, openai_usage
 
 name: Literal["openai"] = "openai"
-path = "/chat/completions"
 
 # What a call to a model of the other protocol (Anthropic) carries over; anything else is refused there.
 TRANSLATED = {"model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "temperature",
