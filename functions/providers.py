@@ -198,15 +198,17 @@ class _HttpProvider:
 
         self.clients: PerLoop[httpx.AsyncClient] = PerLoop(make, _close_client)
 
-    async def _send_once(self, url: str, payload: dict[str, Any], stream: bool) -> httpx.Response:
+    async def _send_once(self, url: str, payload: dict[str, Any], stream: bool,
+                         headers: Mapping[str, str] | None = None) -> httpx.Response:
         client = await self.clients.get()
-        response = await client.send(client.build_request("POST", url, json=payload), stream=stream)
+        response = await client.send(client.build_request("POST", url, json=payload, headers=headers), stream=stream)
         if response.status_code == 429 or response.status_code >= 500:
             await response.aclose()
             raise _Retryable(response)
         return response
 
-    async def _send(self, path: str, payload: dict[str, Any], *, stream: bool) -> httpx.Response:
+    async def _send(self, path: str, payload: dict[str, Any], *, stream: bool,
+                    headers: Mapping[str, str] | None = None) -> httpx.Response:
         """POST, retrying connect errors, 429 and 5xx (never other 4xx); the first answer below 400.
 
         With `stream`, only the opening is retried (nothing has been delivered yet) and the caller closes
@@ -216,14 +218,14 @@ class _HttpProvider:
         retryable = (httpx.ConnectError, httpx.RemoteProtocolError, _Retryable)
         try:
             try:
-                response = await self._send_once(url, payload, stream)
+                response = await self._send_once(url, payload, stream, headers)
             except retryable:
                 if self.attempts <= 1:
                     raise
                 async for attempt in stamina.retry_context(on=retryable, attempts=self.attempts - 1,
                                                            wait_initial=0.2, wait_max=5.0):
                     with attempt:
-                        response = await self._send_once(url, payload, stream)
+                        response = await self._send_once(url, payload, stream, headers)
         except httpx.TimeoutException as exc:
             raise GatewayTimeout(f"The {self.label} provider did not answer in time") from exc
         except _Retryable as exc:
@@ -246,8 +248,9 @@ class _HttpProvider:
             details["provider_message"] = message
         return BadGateway(text, details=details)
 
-    async def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
-        response = await self._send(path, payload, stream=False)
+    async def _post(self, path: str, payload: dict[str, Any],
+                    headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+        response = await self._send(path, payload, stream=False, headers=headers)
         try:
             body = response.json()
         except ValueError as exc:
@@ -257,8 +260,9 @@ class _HttpProvider:
                              code="malformed_model_response")
         return body
 
-    async def _stream_lines(self, path: str, payload: dict[str, Any]) -> AsyncGenerator[str, None]:
-        response = await self._send(path, payload, stream=True)
+    async def _stream_lines(self, path: str, payload: dict[str, Any],
+                            headers: Mapping[str, str] | None = None) -> AsyncGenerator[str, None]:
+        response = await self._send(path, payload, stream=True, headers=headers)
         try:
             async for line in response.aiter_lines():
                 if line.startswith("data:"):
@@ -319,10 +323,11 @@ class OpenAICompatible(_HttpProvider):
         payload = {**(options or {}), "model": model, "messages": list(messages), "max_tokens": max_tokens}
         return self._chunks(payload, sum(len(m["content"]) for m in messages), relay=False)
 
-    async def forward(self, payload: dict[str, Any]) -> tuple[dict[str, Any], Completion]:
+    async def forward(self, payload: dict[str, Any], headers: Mapping[str, str] | None = None,
+                      ) -> tuple[dict[str, Any], Completion]:
         """A chat-completions request passed through as the client wrote it: the provider's body unchanged,
         with its text and usage read for the bill."""
-        body = await self._post("/chat/completions", payload)
+        body = await self._post("/chat/completions", payload, headers)
         try:
             message = body["choices"][0]["message"] if body.get("choices") else {}
             text = message.get("content") or ""
@@ -334,14 +339,15 @@ class OpenAICompatible(_HttpProvider):
         finish = body["choices"][0].get("finish_reason") if body.get("choices") else None
         return body, Completion(text, usage, str(body.get("model") or payload["model"]), self.name, finish)
 
-    def forward_stream(self, payload: dict[str, Any]) -> AsyncIterator[Delta | Completion]:
+    def forward_stream(self, payload: dict[str, Any], headers: Mapping[str, str] | None = None,
+                       ) -> AsyncIterator[Delta | Completion]:
         """A streamed chat-completions request passed through: each chunk as a Delta carrying the provider's
         event (`raw`), then the Completion once `[DONE]` arrives (not relayed: the caller ends the stream
         after the settle)."""
-        return self._chunks(payload, len(json.dumps(payload.get("messages"))), relay=True)
+        return self._chunks(payload, len(json.dumps(payload.get("messages"))), relay=True, headers=headers)
 
     async def _chunks(self, payload: dict[str, Any], prompt_chars: int, *, relay: bool,
-                      ) -> AsyncIterator[Delta | Completion]:
+                      headers: Mapping[str, str] | None = None) -> AsyncIterator[Delta | Completion]:
         """A chat-completions stream, usage always asked for (`include_usage`): chunks of
         `choices[0].delta.content`, a usage chunk (its `choices` empty or an empty delta), then `[DONE]`.
         Yields a Delta per text piece, or with `relay` one per chunk carrying the chunk as it came (`raw`),
@@ -353,7 +359,7 @@ class OpenAICompatible(_HttpProvider):
         usage: Usage | None = None
         finish: str | None = None
         done = False
-        async with contextlib.aclosing(self._stream_lines("/chat/completions", payload)) as lines:
+        async with contextlib.aclosing(self._stream_lines("/chat/completions", payload, headers)) as lines:
             async for data in lines:
                 if data == "[DONE]":
                     done = True
@@ -513,10 +519,11 @@ class Anthropic(_HttpProvider):
         yield Completion("".join(parts), usage, model, self.name, stop)
 
 
-    async def forward(self, payload: dict[str, Any]) -> tuple[dict[str, Any], Completion]:
-        """A Messages request passed through as the client wrote it: the provider's body unchanged, with its
-        text and usage read for the bill."""
-        body = await self._post("/v1/messages", payload)
+    async def forward(self, payload: dict[str, Any], headers: Mapping[str, str] | None = None,
+                      ) -> tuple[dict[str, Any], Completion]:
+        """A Messages request passed through as the client wrote it (with its `anthropic-beta` header, if
+        any): the provider's body unchanged, with its text and usage read for the bill."""
+        body = await self._post("/v1/messages", payload, headers)
         try:
             text = "".join(block["text"] for block in body["content"] if block.get("type") == "text")
             latest: dict[str, int] = {}
@@ -527,7 +534,8 @@ class Anthropic(_HttpProvider):
         return body, Completion(text, usage, str(body.get("model") or payload["model"]), self.name,
                                 body.get("stop_reason"))
 
-    async def forward_stream(self, payload: dict[str, Any]) -> AsyncIterator[Delta | Completion]:
+    async def forward_stream(self, payload: dict[str, Any], headers: Mapping[str, str] | None = None,
+                             ) -> AsyncIterator[Delta | Completion]:
         """A streamed Messages request passed through: each event as a Delta carrying it (`raw`), then a
         Completion once `message_stop` arrives (not relayed: the caller ends the stream after the settle)."""
         payload = {**payload, "stream": True}
@@ -535,7 +543,7 @@ class Anthropic(_HttpProvider):
         latest: dict[str, int] = {}
         stop: str | None = None
         stopped = False
-        async with contextlib.aclosing(self._stream_lines("/v1/messages", payload)) as lines:
+        async with contextlib.aclosing(self._stream_lines("/v1/messages", payload, headers)) as lines:
             async for data in lines:
                 try:
                     event = json.loads(data)

@@ -119,17 +119,18 @@ async def call(ctx: Context, wire: Wire, request: CallRequest) -> Response | dic
             "partial": partial})
 
 
+    headers = {name: value for name in wire.FORWARDED_HEADERS if (value := ctx.request.headers.get(name))}
     if not request.stream:
         if passthrough:
             forward = cast(OpenAICompatible | Anthropic, provider).forward
-            raw, done = await billed.run(hold, lambda: forward(payload))
+            raw, done = await billed.run(hold, lambda: forward(payload, headers))
             return _response_of(await settle(done.text, done.usage, False, raw))
         done = await billed.run(hold, lambda: provider.complete(hold.model, messages, max_tokens, options))
         finish[0] = done.finish_reason
         return _response_of(await settle(done.text, done.usage, False))
 
     if passthrough:
-        items = cast(OpenAICompatible | Anthropic, provider).forward_stream(payload)
+        items = cast(OpenAICompatible | Anthropic, provider).forward_stream(payload, headers)
     else:
         items = provider.stream(hold.model, messages, max_tokens, options)
     events = billed.stream(hold, _finishing(items, finish), settle)

@@ -47,6 +47,7 @@ class Wire(Protocol):
 
     name: ProtocolName
     Request: type[Any]  # the pydantic model of a request body
+    FORWARDED_HEADERS: tuple[str, ...]  # request headers a pass-through call carries to the provider
 
     def call_request(self, request: Any) -> CallRequest: ...
 

@@ -27,6 +27,9 @@ from functions.providers import Completion, Message, Usage, anthropic_usage
 
 name: Literal["anthropic"] = "anthropic"
 
+# Request headers passed through to a provider of this protocol.
+FORWARDED_HEADERS = ("anthropic-beta",)
+
 # What a call to a model of the other protocol (OpenAI) carries over; anything else is refused there.
 TRANSLATED = {"model", "messages", "system", "max_tokens", "stream", "temperature", "top_p", "stop_sequences"}
 IGNORED = {"metadata", "service_tier"}

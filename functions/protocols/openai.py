@@ -30,6 +30,9 @@ from functions.providers import Completion, Message, Usage, openai_usage
 
 name: Literal["openai"] = "openai"
 
+# Request headers passed through to a provider of this protocol (none: chat completions needs none).
+FORWARDED_HEADERS: tuple[str, ...] = ()
+
 # What a call to a model of the other protocol (Anthropic) carries over; anything else is refused there.
 TRANSLATED = {"model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "temperature",
               "top_p", "stop", "n"}

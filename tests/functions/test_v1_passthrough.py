@@ -26,6 +26,14 @@ TOOLS = [{"type": "function",
 CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}
 
 
+class Sent(list[Any]):
+    """(path, payload) of each provider request; `headers`: the per-request headers each one carried."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.headers: list[dict[str, str]] = []
+
+
 @pytest.fixture
 def sent(server: Server, litellm_proxy: LiteLLMProxy, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
     """The providers pointed at the live proxy; yields the (path, payload) of every provider request."""
@@ -38,12 +46,14 @@ def sent(server: Server, litellm_proxy: LiteLLMProxy, monkeypatch: pytest.Monkey
         monkeypatch.setenv(var, value)
     get_settings.cache_clear()
     reset_providers()
-    seen: list[Any] = []
+    seen = Sent()
     send = _HttpProvider._send_once
 
-    async def record(self: _HttpProvider, url: str, payload: dict[str, Any], stream: bool) -> Any:
+    async def record(self: _HttpProvider, url: str, payload: dict[str, Any], stream: bool,
+                     headers: Any = None) -> Any:
         seen.append((url.removeprefix(self.base_url), payload))
-        return await send(self, url, payload, stream)
+        seen.headers.append(dict(headers or {}))
+        return await send(self, url, payload, stream, headers)
 
     monkeypatch.setattr(_HttpProvider, "_send_once", record)
     yield seen
@@ -107,8 +117,10 @@ def test_anthropic_request_passes_through(server: Server, sent: list[Any]) -> No
     client = server.anthropic(server.key(user))
     tools = [{"name": "get_weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]
     message = client.messages.create(model=ANTHROPIC_MODEL, max_tokens=64, system="Be brief.", tools=tools,
-                                     messages=[{"role": "user", "content": "Weather?"}])
+                                     messages=[{"role": "user", "content": "Weather?"}],
+                                     extra_headers={"anthropic-beta": "token-efficient-tools-2025-02-19"})
     [(path, payload)] = sent
+    assert sent.headers == [{"anthropic-beta": "token-efficient-tools-2025-02-19"}]  # the beta reaches the provider
     assert path == "/v1/messages"
     assert payload == {"model": ANTHROPIC_MODEL, "max_tokens": 64, "system": "Be brief.", "tools": tools,
                        "messages": [{"role": "user", "content": "Weather?"}]}
