@@ -155,6 +155,8 @@ def _serve(args: argparse.Namespace, demo_origin: str) -> None:
     print("Functions (offline development model unless MODEL_PROVIDER is set):", flush=True)
     for target in TARGETS:
         print(f"  {base}/{target}", flush=True)
+    print(f"OpenAI SDK base_url: {base}/v1; Anthropic SDK base_url: {base} (an API key or the token below)",
+          flush=True)
     print(f"\nDemo user {DEMO_USER_ID} token (24 h):\n  export TOKEN={token}", flush=True)
     secret = runtime.authenticator().service_secret
     print(f"Service secret for refresh_views and usage ingest:\n  export SERVICE_SECRET={secret}", flush=True)
