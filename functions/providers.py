@@ -306,7 +306,10 @@ class OpenAICompatible(_HttpProvider):
     async def complete(self, model: str, messages: Sequence[Message], max_tokens: int,
                        options: Options | None = None) -> Completion:
         payload = {**(options or {}), "model": model, "messages": list(messages), "max_tokens": max_tokens}
-        body = await self._post("/chat/completions", payload)
+        return self._completion(await self._post("/chat/completions", payload), model)
+
+    def _completion(self, body: dict[str, Any], model: str) -> Completion:
+        """The text, usage and finish reason of a chat.completion body."""
         try:
             choice = body["choices"][0]
             text = choice["message"]["content"] or ""
@@ -328,16 +331,7 @@ class OpenAICompatible(_HttpProvider):
         """A chat-completions request passed through as the client wrote it: the provider's body unchanged,
         with its text and usage read for the bill."""
         body = await self._post("/chat/completions", payload, headers)
-        try:
-            message = body["choices"][0]["message"] if body.get("choices") else {}
-            text = message.get("content") or ""
-            usage = openai_usage(body["usage"])
-            if not isinstance(text, str):
-                raise TypeError("content is not text")
-        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-            raise _malformed(self.label, "a valid usage") from exc
-        finish = body["choices"][0].get("finish_reason") if body.get("choices") else None
-        return body, Completion(text, usage, str(body.get("model") or payload["model"]), self.name, finish)
+        return body, self._completion(body, str(body.get("model") or payload["model"]))
 
     def forward_stream(self, payload: dict[str, Any], headers: Mapping[str, str] | None = None,
                        ) -> AsyncIterator[Delta | Completion]:
@@ -364,12 +358,12 @@ class OpenAICompatible(_HttpProvider):
                 if data == "[DONE]":
                     done = True
                     break
-                pieces, event_usage, event_finish = self._stream_event(data)
+                pieces, event_usage, event_finish, tool_chars = self._stream_event(data)
                 usage = event_usage or usage
                 finish = event_finish or finish
                 parts.extend(pieces)
                 if relay:
-                    yield Delta("".join(pieces), raw=data, other_chars=_tool_call_chars(data))
+                    yield Delta("".join(pieces), raw=data, other_chars=tool_chars)
                 else:
                     for piece in pieces:
                         yield Delta(piece)
@@ -383,8 +377,9 @@ class OpenAICompatible(_HttpProvider):
             usage = Usage(_approx_tokens("x" * prompt_chars), 0, 0, _approx_tokens(text))
         yield Completion(text, usage, model, self.name, finish)
 
-    def _stream_event(self, data: str) -> tuple[list[str], Usage | None, str | None]:
-        """(text pieces, usage if this chunk carries it, finish reason) of one chunk."""
+    def _stream_event(self, data: str) -> tuple[list[str], Usage | None, str | None, int]:
+        """(text pieces, usage if this chunk carries it, finish reason, characters of tool-call names and
+        arguments: output that is not text) of one chunk."""
         try:
             event = json.loads(data)
             if not isinstance(event, dict):
@@ -396,30 +391,26 @@ class OpenAICompatible(_HttpProvider):
             usage = openai_usage(event["usage"]) if event.get("usage") else None
             pieces: list[str] = []
             finish: str | None = None
+            tool_chars = 0
             for choice in event.get("choices") or []:
-                piece = (choice.get("delta") or {}).get("content")
+                delta = choice.get("delta") or {}
+                piece = delta.get("content")
                 finish = choice.get("finish_reason") or finish
                 if piece:
                     if not isinstance(piece, str):
                         raise TypeError("content is not text")
                     pieces.append(piece)
+                tool_chars += _tool_call_chars(delta.get("tool_calls"))
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
             raise _malformed(self.label, "a well-formed stream event") from exc
-        return pieces, usage, finish
+        return pieces, usage, finish, tool_chars
 
 
-def _tool_call_chars(data: str) -> int:
-    """Characters of tool-call names and arguments in one chat-completions chunk (output that is not text)."""
-    if '"tool_calls"' not in data:
-        return 0
-    try:
-        event = json.loads(data)
-        return sum(len((call.get("function") or {}).get("arguments") or "")
-                   + len((call.get("function") or {}).get("name") or "")
-                   for choice in event.get("choices") or []
-                   for call in (choice.get("delta") or {}).get("tool_calls") or [])
-    except (ValueError, TypeError, AttributeError):
-        return 0
+def _tool_call_chars(calls: Any) -> int:
+    """Characters of the tool-call names and arguments of one chunk's delta (anything unexpected counts 0)."""
+    functions = [c.get("function") for c in calls if isinstance(c, dict)] if isinstance(calls, list) else []
+    return sum(len(v) for f in functions if isinstance(f, dict)
+               for v in (f.get("name"), f.get("arguments")) if isinstance(v, str))
 
 
 def anthropic_conversation(messages: Sequence[Message]) -> tuple[str, list[dict[str, str]]]:
@@ -460,7 +451,11 @@ class Anthropic(_HttpProvider):
 
     async def complete(self, model: str, messages: Sequence[Message], max_tokens: int,
                        options: Options | None = None) -> Completion:
-        body = await self._post("/v1/messages", self._payload(model, messages, max_tokens, options))
+        return self._completion(await self._post("/v1/messages", self._payload(model, messages, max_tokens, options)),
+                                model)
+
+    def _completion(self, body: dict[str, Any], model: str) -> Completion:
+        """The text, usage and stop reason of a message body."""
         try:
             text = "".join(block["text"] for block in body["content"] if block.get("type") == "text")
             latest: dict[str, int] = {}
@@ -470,74 +465,32 @@ class Anthropic(_HttpProvider):
             raise _malformed(self.label, "content or a valid usage") from exc
         return Completion(text, usage, model, self.name, body.get("stop_reason"))
 
-    async def stream(self, model: str, messages: Sequence[Message], max_tokens: int,
-                     options: Options | None = None) -> AsyncIterator[Delta | Completion]:
-        """message_start (usage), content_block_delta (text), message_delta (usage again, stop reason),
-        message_stop. Each usage field keeps its latest non-null value: some servers send
-        `input_tokens: 0` at the start and the real count in message_delta. A stream that ends before
-        message_stop was cut off: it raises."""
-        payload = self._payload(model, messages, max_tokens, options) | {"stream": True}
-        parts: list[str] = []
-        latest: dict[str, int] = {}
-        stop: str | None = None
-        stopped = False
-        async with contextlib.aclosing(self._stream_lines("/v1/messages", payload)) as lines:
-            async for data in lines:
-                try:
-                    event = json.loads(data)
-                    kind = event.get("type")
-                    piece: str | None = None
-                    if kind == "message_start":
-                        _merge_anthropic_usage(latest, event["message"].get("usage"))
-                    elif kind == "content_block_delta" and event["delta"].get("type") == "text_delta":
-                        piece = event["delta"]["text"]
-                        if not isinstance(piece, str):
-                            raise TypeError("text is not text")
-                    elif kind == "message_delta":
-                        _merge_anthropic_usage(latest, event.get("usage"))
-                        stop = (event.get("delta") or {}).get("stop_reason", stop)
-                    elif kind == "message_stop":
-                        stopped = True
-                    elif kind == "error":
-                        error = event.get("error") or {}
-                        raise BadGateway(f"The Anthropic provider's stream failed: {error.get('type', 'unknown')}: "
-                                         f"{str(error.get('message', ''))[:200]}")
-                except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                    raise _malformed(self.label, "a well-formed stream event") from exc
-                if piece:
-                    parts.append(piece)
-                    yield Delta(piece)
-                if stopped:
-                    break
-        if not stopped:
-            raise BadGateway(f"The {self.label} provider's stream ended before the model finished",
-                             code="malformed_model_response")
-        try:
-            usage = anthropic_usage(latest)
-        except ValueError as exc:
-            raise _malformed(self.label, "a valid usage") from exc
-        yield Completion("".join(parts), usage, model, self.name, stop)
-
+    def stream(self, model: str, messages: Sequence[Message], max_tokens: int,
+               options: Options | None = None) -> AsyncIterator[Delta | Completion]:
+        """Deltas of the answer's text, then the Completion (see `_events`)."""
+        return self._events(self._payload(model, messages, max_tokens, options), relay=False)
 
     async def forward(self, payload: dict[str, Any], headers: Mapping[str, str] | None = None,
                       ) -> tuple[dict[str, Any], Completion]:
         """A Messages request passed through as the client wrote it (with its `anthropic-beta` header, if
         any): the provider's body unchanged, with its text and usage read for the bill."""
         body = await self._post("/v1/messages", payload, headers)
-        try:
-            text = "".join(block["text"] for block in body["content"] if block.get("type") == "text")
-            latest: dict[str, int] = {}
-            _merge_anthropic_usage(latest, body["usage"])
-            usage = anthropic_usage(latest)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise _malformed(self.label, "content or a valid usage") from exc
-        return body, Completion(text, usage, str(body.get("model") or payload["model"]), self.name,
-                                body.get("stop_reason"))
+        return body, self._completion(body, str(body.get("model") or payload["model"]))
 
-    async def forward_stream(self, payload: dict[str, Any], headers: Mapping[str, str] | None = None,
-                             ) -> AsyncIterator[Delta | Completion]:
-        """A streamed Messages request passed through: each event as a Delta carrying it (`raw`), then a
+    def forward_stream(self, payload: dict[str, Any], headers: Mapping[str, str] | None = None,
+                       ) -> AsyncIterator[Delta | Completion]:
+        """A streamed Messages request passed through: each event as a Delta carrying it (`raw`), then the
         Completion once `message_stop` arrives (not relayed: the caller ends the stream after the settle)."""
+        return self._events(payload, relay=True, headers=headers)
+
+    async def _events(self, payload: dict[str, Any], *, relay: bool, headers: Mapping[str, str] | None = None,
+                      ) -> AsyncIterator[Delta | Completion]:
+        """A Messages stream: message_start (usage), content_block_delta (text, tool input, thinking),
+        message_delta (usage again, stop reason), message_stop. Each usage field keeps its latest non-null
+        value: some servers send `input_tokens: 0` at the start and the real count in message_delta. Yields a
+        Delta per text piece, or with `relay` one per event carrying it as it came (`raw`, with the
+        characters of tool input and thinking), then the Completion. A stream that ends before message_stop
+        was cut off: it raises."""
         payload = {**payload, "stream": True}
         parts: list[str] = []
         latest: dict[str, int] = {}
@@ -553,7 +506,10 @@ class Anthropic(_HttpProvider):
                         _merge_anthropic_usage(latest, event["message"].get("usage"))
                     elif kind == "content_block_delta":
                         delta = event["delta"]
-                        text = delta.get("text") or "" if delta.get("type") == "text_delta" else ""
+                        if delta.get("type") == "text_delta":
+                            text = delta["text"]
+                            if not isinstance(text, str):
+                                raise TypeError("text is not text")
                         other = sum(len(delta.get(k) or "") for k in ("partial_json", "thinking"))
                     elif kind == "message_delta":
                         _merge_anthropic_usage(latest, event.get("usage"))
@@ -563,14 +519,15 @@ class Anthropic(_HttpProvider):
                         break
                     elif kind == "error":
                         error = event.get("error") or {}
-                        raise BadGateway(f"The Anthropic provider's stream failed: {error.get('type', 'unknown')}: "
+                        raise BadGateway(f"The {self.label} provider's stream failed: {error.get('type', 'unknown')}: "
                                          f"{str(error.get('message', ''))[:200]}")
-                    if not isinstance(text, str):
-                        raise TypeError("text is not text")
                 except (KeyError, TypeError, ValueError, AttributeError) as exc:
                     raise _malformed(self.label, "a well-formed stream event") from exc
                 parts.append(text)
-                yield Delta(text, raw=data, other_chars=other)
+                if relay:
+                    yield Delta(text, raw=data, other_chars=other)
+                elif text:
+                    yield Delta(text)
         if not stopped:
             raise BadGateway(f"The {self.label} provider's stream ended before the model finished",
                              code="malformed_model_response")
