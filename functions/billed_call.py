@@ -38,8 +38,9 @@ from functions.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-# Writes a streamed call's result: (text, usage or None for a cut stream, partial) -> the settled result.
-Settle = Callable[[str, "Usage | None", bool], Awaitable[dict[str, Any]]]
+# Writes a streamed call's result: (text, usage or None for a cut stream, partial, the model's finish reason)
+# -> the settled result.
+Settle = Callable[[str, "Usage | None", bool, "str | None"], Awaitable[dict[str, Any]]]
 
 
 def usage_args(usage: Usage | None) -> dict[str, int | None]:
@@ -75,6 +76,7 @@ class StreamEvent:
     kind: Literal["delta", "done", "error"]
     text: str = ""
     raw: str | None = None  # a relayed provider event (pass-through), sent as it came
+    raw_event: str | None = None  # its SSE event name, where the protocol has one
     result: dict[str, Any] | None = None
     error: ApiError | None = None
 
@@ -193,7 +195,7 @@ class BilledCall:
                      ) -> AsyncIterator[StreamEvent]:
         """Relay a model stream, with delivery on record before the user has it, and end it billed.
 
-        `settle(text, usage, partial)` writes the turn. The generator may be closed at any yield or
+        `settle(text, usage, partial, finish_reason)` writes the turn. The generator may be closed at any yield or
         cancelled at any await (the client left): the `finally` then bills what was delivered, shielded
         from the cancellation. `items` is closed here whatever happens.
         """
@@ -207,7 +209,7 @@ class BilledCall:
                     if isinstance(item, Completion):
                         finished = True
                         with anyio.CancelScope(shield=True):  # a client leaving now must not cut the settle
-                            result = await settle(item.text, item.usage, False)
+                            result = await settle(item.text, item.usage, False, item.finish_reason)
                         yield StreamEvent("done", result=result)
                         return
                     size = len(item.text) + item.other_chars
@@ -219,7 +221,7 @@ class BilledCall:
                         last_report, reported = now, True
                     parts.append(item.text)
                     self.delivered_chars += size
-                    yield StreamEvent("delta", text=item.text, raw=item.raw)
+                    yield StreamEvent("delta", text=item.text, raw=item.raw, raw_event=item.event)
             raise ApiError("The model stream ended without a final message.", code="malformed_model_response")
         except Exception as exc:
             error = exc if isinstance(exc, ApiError) else InternalError("Internal error.")
@@ -263,7 +265,7 @@ class BilledCall:
         with contextlib.suppress(ApiError):  # the settle below fails too if the database is away
             await self.db.rpc("touch_hold", {"hold_id": hold.id, "delivered_chars": self.delivered_chars}, SERVICE)
         with contextlib.suppress(ApiError):  # logged by settle; release_hold or the expiry charges the delivered part
-            await settle(text, None, True)
+            await settle(text, None, True, None)
 
     def _ms(self) -> int:
         return int((time.monotonic() - self.started) * 1000)

@@ -76,7 +76,7 @@ async def send(ctx: Context, body: ChatRequest) -> Response | dict[str, Any]:
                                {"role": "user", "content": body.message}]
     provider = await call.provider(hold)
 
-    async def settle(text: str, usage: Usage | None, partial: bool) -> dict[str, Any]:
+    async def settle(text: str, usage: Usage | None, partial: bool, _finish: str | None = None) -> dict[str, Any]:
         result = await call.settle(hold, "settle_chat_turn", {
             "user_message": body.message, "assistant_message": text, **usage_args(usage),
             "client_message_id": body.client_message_id, "partial": partial})

@@ -81,12 +81,14 @@ class Completion:
 @dataclass(frozen=True)
 class Delta:
     """A piece of a streamed answer: its `text`; for a relayed protocol stream also the provider's event as
-    it came (`raw`, the JSON of one SSE `data:` line) and the characters of output that are not text
-    (`other_chars`: tool-call arguments, thinking), which count as delivered too."""
+    it came (`raw`, the JSON of one SSE `data:` line, and `event`, its SSE event name where the protocol has
+    one) and the characters of output that are not text (`other_chars`: tool-call arguments, thinking),
+    which count as delivered too."""
 
     text: str
     raw: str | None = None
     other_chars: int = 0
+    event: str | None = None
 
 
 Options = Mapping[str, Any]  # sampling options in the provider's own names (temperature, top_p, stop...)
@@ -525,7 +527,7 @@ class Anthropic(_HttpProvider):
                     raise _malformed(self.label, "a well-formed stream event") from exc
                 parts.append(text)
                 if relay:
-                    yield Delta(text, raw=data, other_chars=other)
+                    yield Delta(text, raw=data, other_chars=other, event=kind if isinstance(kind, str) else None)
                 elif text:
                     yield Delta(text)
         if not stopped:

@@ -31,7 +31,7 @@ from functions.models import active_models
 from functions.protocols import CallRequest, StreamRenderer, Wire
 from functions.protocols import anthropic as anthropic_wire
 from functions.protocols import openai as openai_wire
-from functions.providers import Anthropic, Completion, Delta, Message, OpenAICompatible, Usage
+from functions.providers import Anthropic, Completion, Message, OpenAICompatible, Usage
 
 IMAGE_PART_CHARS = 6_000  # what the hold counts for each image or file part (its tokens are not its characters)
 
@@ -95,7 +95,6 @@ async def call(ctx: Context, wire: Wire, request: CallRequest) -> Response | dic
     if (stored := _stored_response(hold)) is not None:
         return _replay(wire, stored, request) if request.stream else stored
     message_id = ("msg_" if wire.name == "anthropic" else "chatcmpl-") + uuid.UUID(hold.id).hex
-    finish: list[str | None] = [None]
     payload: dict[str, Any] = {}
     messages: list[Message] = []
     options: dict[str, Any] = {}
@@ -110,10 +109,10 @@ async def call(ctx: Context, wire: Wire, request: CallRequest) -> Response | dic
         await billed.release(hold, exc, record_usage=False)
         raise
 
-    async def settle(text: str, usage: Usage | None, partial: bool, response: dict[str, Any] | None = None,
-                     ) -> dict[str, Any]:
+    async def settle(text: str, usage: Usage | None, partial: bool, finish: str | None,
+                     response: dict[str, Any] | None = None) -> dict[str, Any]:
         if response is None:  # a cut stream (no usage reported) is stored without counts; its charge has them
-            response = wire.body(Completion(text, usage or Usage(), hold.model, provider.name, finish[0]), message_id)
+            response = wire.body(Completion(text, usage or Usage(), hold.model, provider.name, finish), message_id)
         return await billed.settle(hold, "settle_api_call", {
             **usage_args(usage), "response": response, "user_message": request.user_text, "assistant_message": text,
             "partial": partial})
@@ -124,16 +123,15 @@ async def call(ctx: Context, wire: Wire, request: CallRequest) -> Response | dic
         if passthrough:
             forward = cast(OpenAICompatible | Anthropic, provider).forward
             raw, done = await billed.run(hold, lambda: forward(payload, headers))
-            return _response_of(await settle(done.text, done.usage, False, raw))
+            return _response_of(await settle(done.text, done.usage, False, done.finish_reason, raw))
         done = await billed.run(hold, lambda: provider.complete(hold.model, messages, max_tokens, options))
-        finish[0] = done.finish_reason
-        return _response_of(await settle(done.text, done.usage, False))
+        return _response_of(await settle(done.text, done.usage, False, done.finish_reason))
 
     if passthrough:
         items = cast(OpenAICompatible | Anthropic, provider).forward_stream(payload, headers)
     else:
         items = provider.stream(hold.model, messages, max_tokens, options)
-    events = billed.stream(hold, _finishing(items, finish), settle)
+    events = billed.stream(hold, items, settle)
     return SSEResponse(_sse(ctx, wire, events, renderer=None if passthrough else wire.renderer(
         message_id, hold.model, request.include_usage), include_usage=request.include_usage))
 
@@ -158,18 +156,6 @@ def _replay(wire: Wire, stored: dict[str, Any], request: CallRequest) -> SSEResp
     return SSEResponse(events())
 
 
-async def _finishing(items: AsyncIterator[Delta | Completion], finish: list[str | None]) -> AsyncIterator[
-        Delta | Completion]:
-    """The provider's stream, noting the finish reason of its Completion for the stored answer."""
-    try:
-        async for item in items:
-            if isinstance(item, Completion):
-                finish[0] = item.finish_reason
-            yield item
-    finally:
-        await items.aclose()  # type: ignore[attr-defined]
-
-
 async def _sse(ctx: Context, wire: Wire, events: AsyncIterator[StreamEvent], *, renderer: StreamRenderer | None,
                include_usage: bool) -> AsyncIterator[str]:
     """The billed stream in the protocol's events: the provider's own events relayed as they came (no
@@ -179,7 +165,7 @@ async def _sse(ctx: Context, wire: Wire, events: AsyncIterator[StreamEvent], *, 
             if event.kind == "delta":
                 if renderer is None:
                     assert event.raw is not None
-                    text = wire.relay(event.raw, include_usage)
+                    text = wire.relay(event.raw, event.raw_event, include_usage)
                 else:
                     text = renderer.delta(event.text) if event.text else ""
                 if text:

@@ -6,7 +6,6 @@ an exhausted balance or monthly quota is 402 `billing_error`, a rate limit 429 `
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -148,10 +147,9 @@ def renderer(message_id: str, model: str, include_usage: bool) -> Renderer:
     return Renderer(message_id, model, include_usage)
 
 
-def relay(raw: str, include_usage: bool) -> str:
-    """A provider's event as the client gets it: unchanged, under its own event name."""
-    kind = json.loads(raw).get("type")
-    return sse_data(raw, kind if isinstance(kind, str) else None)
+def relay(raw: str, event: str | None, include_usage: bool) -> str:
+    """A provider's event as the client gets it: unchanged, under its own event name (its `type`)."""
+    return sse_data(raw, event)
 
 
 def stream_end() -> str:

@@ -173,7 +173,7 @@ def renderer(message_id: str, model: str, include_usage: bool) -> Renderer:
 _USAGE = re.compile(r'"usage"\s*:\s*\{')
 
 
-def relay(raw: str, include_usage: bool) -> str:
+def relay(raw: str, event: str | None, include_usage: bool) -> str:
     """A provider's chunk as the client gets it: unchanged, except the usage it did not ask for (this API
     always asks the provider for usage, to bill it)."""
     if include_usage or not _USAGE.search(raw):  # most chunks carry none, or `"usage": null`: sent as they came
