@@ -45,6 +45,15 @@ revoke all on function private.usage_from_hold() from public;
 create trigger usage_from_hold before insert on public.usage_logs
   for each row when (new.hold_id is not null) execute function private.usage_from_hold();
 
+-- The one estimate of a stream cut short (no usage reported): 4 characters a token, rounded up.
+create or replace function private.estimated_tokens(p_chars integer) returns integer
+language sql immutable
+set search_path = ''
+as $$
+  select ceil(greatest(coalesce(p_chars, 0), 0) / 4.0)::integer
+$$;
+revoke all on function private.estimated_tokens(integer) from public;
+
 -- The first of a call's two round trips: the session, if one is named (resolved as chat resolves it), and
 -- the hold (begin_charge's rules: model, limits, idempotency on the request id, status, rate, quota,
 -- balance), marked with the protocol and the key. The prompt is what the client sent (p_prompt_chars): these
@@ -134,6 +143,11 @@ begin
   if v_hold.protocol is null then
     raise exception using errcode = 'PT409', message = 'wrong_operation',
       detail = 'the hold is for a chat call, not a compatible-API call';
+  end if;
+  if p_partial and p_input_tokens is null and p_output_tokens is null then
+    -- A stream cut short: no usage was reported; the one estimate, from what the hold has on record.
+    p_input_tokens := private.estimated_tokens(v_hold.prompt_chars);
+    p_output_tokens := private.estimated_tokens(v_hold.delivered_chars);
   end if;
   if p_response is null or jsonb_typeof(p_response) <> 'object' then
     raise exception using errcode = 'PT422', message = 'invalid_response', detail = 'response: a JSON object';

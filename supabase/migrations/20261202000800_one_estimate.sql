@@ -1,17 +1,10 @@
 -- One estimate for a stream cut short (the provider reports no usage for it): 4 characters a token, rounded
--- up, of the prompt and of the output the hold has on record as delivered. It was written twice (here in
+-- up, of the prompt and of the output the hold has on record as delivered. It was written twice (in
 -- charge_delivered, and in Python for the partial settle); now every path that charges a cut stream uses
--- private.estimated_tokens: the settle of a partial answer (settle_chat_turn and settle_api_call, called with
--- p_partial and no counts, after the caller recorded the final delivery with touch_hold), release_hold and
--- the expiry (charge_delivered).
+-- private.estimated_tokens (20261202000600_compatible_api): the settle of a partial answer (settle_chat_turn
+-- here, settle_api_call there, called with p_partial and no counts after the caller recorded the final
+-- delivery with touch_hold), release_hold and the expiry (charge_delivered).
 
-create or replace function private.estimated_tokens(p_chars integer) returns integer
-language sql immutable
-set search_path = ''
-as $$
-  select ceil(greatest(coalesce(p_chars, 0), 0) / 4.0)::integer
-$$;
-revoke all on function private.estimated_tokens(integer) from public;
 
 create or replace function private.charge_delivered(p_hold public.holds, p_status text, p_error_code text)
 returns jsonb
@@ -132,58 +125,5 @@ begin
     jsonb_build_object('session_id', v_session, 'user_message_id', v_user_msg, 'assistant_message_id', v_asst_msg,
                        'seq', v_seq + 2, 'partial', p_partial));
   return v_result || jsonb_build_object('content', p_assistant_message, 'replay', false);
-end
-$$;
-
--- As in 20261202000600_compatible_api, plus the estimate for a partial answer sent without counts.
-create or replace function public.settle_api_call(
-  p_hold_id uuid,
-  p_input_tokens integer,
-  p_output_tokens integer,
-  p_cached_input_tokens integer default 0,
-  p_cache_write_tokens integer default 0,
-  p_reasoning_tokens integer default 0,
-  p_latency_ms integer default null,
-  p_response jsonb default null,
-  p_user_message text default null,
-  p_assistant_message text default null,
-  p_partial boolean default false
-) returns jsonb
-language plpgsql
-security definer
-set search_path = ''
-as $$
-declare
-  v_hold public.holds := private.lock_hold(p_hold_id);
-  v_result jsonb;
-begin
-  if v_hold.status = 'settled' then
-    return private.with_answer(v_hold.result) || jsonb_build_object('replay', true);
-  end if;
-  perform private.require_open_hold(v_hold, 'chat');
-  if v_hold.protocol is null then
-    raise exception using errcode = 'PT409', message = 'wrong_operation',
-      detail = 'the hold is for a chat call, not a compatible-API call';
-  end if;
-  if p_partial and p_input_tokens is null and p_output_tokens is null then
-    p_input_tokens := private.estimated_tokens(v_hold.prompt_chars);
-    p_output_tokens := private.estimated_tokens(v_hold.delivered_chars);
-  end if;
-  if p_response is null or jsonb_typeof(p_response) <> 'object' then
-    raise exception using errcode = 'PT422', message = 'invalid_response', detail = 'response: a JSON object';
-  end if;
-  if v_hold.session_id is not null then
-    v_result := public.settle_chat_turn(p_hold_id, coalesce(nullif(left(p_user_message, 32000), ''), '(no text)'),
-      left(coalesce(p_assistant_message, ''), 200000), p_input_tokens, p_output_tokens, p_cached_input_tokens,
-      p_cache_write_tokens, p_reasoning_tokens, p_latency_ms, null, p_partial);
-  else
-    v_result := private.charge_hold(v_hold,
-      private.hold_cost(v_hold, p_input_tokens, p_cached_input_tokens, p_cache_write_tokens, p_output_tokens,
-                        p_reasoning_tokens),
-      'v1', p_input_tokens, p_cached_input_tokens, p_cache_write_tokens, p_output_tokens, p_reasoning_tokens,
-      p_latency_ms, jsonb_build_object('partial', p_partial));
-  end if;
-  update public.holds set result = result || jsonb_build_object('response', p_response) where id = p_hold_id;
-  return v_result || jsonb_build_object('response', p_response, 'replay', false);
 end
 $$;
