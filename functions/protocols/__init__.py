@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol
 
 from starlette.responses import Response
 
-from functions.errors import ApiError
+from functions.errors import ApiError, BadRequest, fields_detail
 from functions.providers import Completion, Message
 
 ProtocolName = Literal["openai", "anthropic"]
@@ -99,8 +99,6 @@ def retry_headers(error: ApiError) -> dict[str, str]:
 def text_of(content: Any, where: str, *, refuse: bool) -> tuple[str, int]:
     """(the text of a message's content, its non-text parts). Content is a string or a list of parts with a
     `type`; with `refuse`, a non-text part is a 400 naming it (translation carries text only)."""
-    from functions.errors import BadRequest, fields_detail
-
     if content is None:
         return "", 0
     if isinstance(content, str):
@@ -123,8 +121,6 @@ def text_of(content: Any, where: str, *, refuse: bool) -> tuple[str, int]:
 
 def refuse_untranslated(body: Mapping[str, Any], carried: set[str], target: str) -> None:
     """400 naming the first field of `body` that a call translated for a `target` model would drop."""
-    from functions.errors import BadRequest, fields_detail
-
     for key, value in body.items():
         if key not in carried and value is not None:
             raise BadRequest(f"Field '{key}' cannot be carried to a {target} model, which is sent text "

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from functions.errors import ApiError
+from functions.errors import ApiError, BadRequest, fields_detail
 from functions.protocols import (
     CallRequest,
     json_error,
@@ -82,8 +82,6 @@ def call_request(request: ChatCompletionRequest) -> CallRequest:
 
 def conversation(request: CallRequest, target: str) -> tuple[list[Message], dict[str, Any]]:
     """The text conversation and options for a model of the other protocol; 400 naming what is not carried."""
-    from functions.errors import BadRequest, fields_detail
-
     refuse_untranslated(request.body, TRANSLATED | IGNORED, target)
     messages: list[Message] = []
     for i, m in enumerate(request.body["messages"]):
