@@ -100,8 +100,9 @@ async def call(ctx: Context, wire: Wire, request: CallRequest) -> Response | dic
     options: dict[str, Any] = {}
     try:
         provider = await billed.provider(hold)
-        passthrough = provider.name == wire.name and isinstance(provider, OpenAICompatible | Anthropic)
-        if passthrough:
+        # A provider of the caller's protocol gets the request as written; any other, the translation.
+        same = provider if provider.name == wire.name and isinstance(provider, OpenAICompatible | Anthropic) else None
+        if same is not None:
             payload = wire.passthrough_payload(request, hold.model, max_tokens)
         else:
             messages, options = wire.conversation(request, provider.name)
@@ -117,22 +118,21 @@ async def call(ctx: Context, wire: Wire, request: CallRequest) -> Response | dic
             **usage_args(usage), "response": response, "user_message": request.user_text, "assistant_message": text,
             "partial": partial})
 
-
     headers = {name: value for name in wire.FORWARDED_HEADERS if (value := ctx.request.headers.get(name))}
     if not request.stream:
-        if passthrough:
-            forward = cast(OpenAICompatible | Anthropic, provider).forward
+        if same is not None:
+            forward = same.forward
             raw, done = await billed.run(hold, lambda: forward(payload, headers))
             return _response_of(await settle(done.text, done.usage, False, done.finish_reason, raw))
         done = await billed.run(hold, lambda: provider.complete(hold.model, messages, max_tokens, options))
         return _response_of(await settle(done.text, done.usage, False, done.finish_reason))
 
-    if passthrough:
-        items = cast(OpenAICompatible | Anthropic, provider).forward_stream(payload, headers)
+    if same is not None:
+        items = same.forward_stream(payload, headers)
     else:
         items = provider.stream(hold.model, messages, max_tokens, options)
     events = billed.stream(hold, items, settle)
-    return SSEResponse(_sse(ctx, wire, events, renderer=None if passthrough else wire.renderer(
+    return SSEResponse(_sse(ctx, wire, events, renderer=None if same is not None else wire.renderer(
         message_id, hold.model, request.include_usage), include_usage=request.include_usage))
 
 
