@@ -308,19 +308,7 @@ class OpenAICompatible(_HttpProvider):
     async def complete(self, model: str, messages: Sequence[Message], max_tokens: int,
                        options: Options | None = None) -> Completion:
         payload = {**(options or {}), "model": model, "messages": list(messages), "max_tokens": max_tokens}
-        return self._completion(await self._post("/chat/completions", payload), model)
-
-    def _completion(self, body: dict[str, Any], model: str) -> Completion:
-        """The text, usage and finish reason of a chat.completion body."""
-        try:
-            choice = body["choices"][0]
-            text = choice["message"]["content"] or ""
-            usage = openai_usage(body["usage"])
-        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-            raise _malformed(self.label, "choices[0].message.content or a valid usage") from exc
-        if not isinstance(text, str):
-            raise _malformed(self.label, "a text answer")
-        return Completion(text, usage, model, self.name, choice.get("finish_reason"))
+        return openai_completion(await self._post("/chat/completions", payload), model)
 
     def stream(self, model: str, messages: Sequence[Message], max_tokens: int,
                options: Options | None = None) -> AsyncIterator[Delta | Completion]:
@@ -333,7 +321,7 @@ class OpenAICompatible(_HttpProvider):
         """A chat-completions request passed through as the client wrote it: the provider's body unchanged,
         with its text and usage read for the bill."""
         body = await self._post("/chat/completions", payload, headers)
-        return body, self._completion(body, str(body.get("model") or payload["model"]))
+        return body, openai_completion(body, str(body.get("model") or payload["model"]))
 
     def forward_stream(self, payload: dict[str, Any], headers: Mapping[str, str] | None = None,
                        ) -> AsyncIterator[Delta | Completion]:
@@ -408,6 +396,31 @@ class OpenAICompatible(_HttpProvider):
         return pieces, usage, finish, tool_chars
 
 
+def openai_completion(body: Mapping[str, Any], model: str) -> Completion:
+    """The text, usage and finish reason of a chat.completion body (a provider's, or one stored for a replay)."""
+    try:
+        choice = body["choices"][0]
+        text = choice["message"]["content"] or ""
+        usage = openai_usage(body["usage"])
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise _malformed(OpenAICompatible.label, "choices[0].message.content or a valid usage") from exc
+    if not isinstance(text, str):
+        raise _malformed(OpenAICompatible.label, "a text answer")
+    return Completion(text, usage, model, OpenAICompatible.name, choice.get("finish_reason"))
+
+
+def anthropic_completion(body: Mapping[str, Any], model: str) -> Completion:
+    """The text, usage and stop reason of a Messages body (a provider's, or one stored for a replay)."""
+    try:
+        text = "".join(block["text"] for block in body["content"] if block.get("type") == "text")
+        latest: dict[str, int] = {}
+        _merge_anthropic_usage(latest, body["usage"])
+        usage = anthropic_usage(latest)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise _malformed(Anthropic.label, "content or a valid usage") from exc
+    return Completion(text, usage, model, Anthropic.name, body.get("stop_reason"))
+
+
 def _tool_call_chars(calls: Any) -> int:
     """Characters of the tool-call names and arguments of one chunk's delta (anything unexpected counts 0)."""
     functions = [c.get("function") for c in calls if isinstance(c, dict)] if isinstance(calls, list) else []
@@ -453,19 +466,8 @@ class Anthropic(_HttpProvider):
 
     async def complete(self, model: str, messages: Sequence[Message], max_tokens: int,
                        options: Options | None = None) -> Completion:
-        return self._completion(await self._post("/v1/messages", self._payload(model, messages, max_tokens, options)),
-                                model)
-
-    def _completion(self, body: dict[str, Any], model: str) -> Completion:
-        """The text, usage and stop reason of a message body."""
-        try:
-            text = "".join(block["text"] for block in body["content"] if block.get("type") == "text")
-            latest: dict[str, int] = {}
-            _merge_anthropic_usage(latest, body["usage"])
-            usage = anthropic_usage(latest)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise _malformed(self.label, "content or a valid usage") from exc
-        return Completion(text, usage, model, self.name, body.get("stop_reason"))
+        body = await self._post("/v1/messages", self._payload(model, messages, max_tokens, options))
+        return anthropic_completion(body, model)
 
     def stream(self, model: str, messages: Sequence[Message], max_tokens: int,
                options: Options | None = None) -> AsyncIterator[Delta | Completion]:
@@ -477,7 +479,7 @@ class Anthropic(_HttpProvider):
         """A Messages request passed through as the client wrote it (with its `anthropic-beta` header, if
         any): the provider's body unchanged, with its text and usage read for the bill."""
         body = await self._post("/v1/messages", payload, headers)
-        return body, self._completion(body, str(body.get("model") or payload["model"]))
+        return body, anthropic_completion(body, str(body.get("model") or payload["model"]))
 
     def forward_stream(self, payload: dict[str, Any], headers: Mapping[str, str] | None = None,
                        ) -> AsyncIterator[Delta | Completion]:

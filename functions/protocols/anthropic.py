@@ -22,7 +22,7 @@ from functions.protocols import (
     sse_data,
     text_of,
 )
-from functions.providers import Completion, Message, Usage, anthropic_usage
+from functions.providers import Completion, Message, Usage, anthropic_completion
 
 name: Literal["anthropic"] = "anthropic"
 
@@ -105,10 +105,8 @@ def body(completion: Completion, message_id: str) -> dict[str, Any]:
 
 
 def completion_of(stored: Mapping[str, Any]) -> Completion:
-    """A stored message read back (to replay it as a stream)."""
-    text = "".join(b.get("text", "") for b in stored.get("content") or [] if b.get("type") == "text")
-    latest = {k: v for k, v in (stored.get("usage") or {}).items() if isinstance(v, int)}
-    return Completion(text, anthropic_usage(latest), str(stored.get("model")), name, stored.get("stop_reason"))
+    """A stored message read back (to end a stream, or replay it as one)."""
+    return anthropic_completion(stored, str(stored.get("model")))
 
 
 class Renderer:

@@ -26,7 +26,7 @@ from functions.protocols import (
     sse_data,
     text_of,
 )
-from functions.providers import Completion, Message, Usage, openai_usage
+from functions.providers import Completion, Message, Usage, openai_completion
 
 name: Literal["openai"] = "openai"
 
@@ -129,10 +129,8 @@ def body(completion: Completion, message_id: str) -> dict[str, Any]:
 
 
 def completion_of(stored: Mapping[str, Any]) -> Completion:
-    """A stored chat.completion read back (to replay it as a stream)."""
-    choice = (stored.get("choices") or [{}])[0]
-    text = (choice.get("message") or {}).get("content") or ""
-    return Completion(text, openai_usage(stored["usage"]), str(stored.get("model")), name, choice.get("finish_reason"))
+    """A stored chat.completion read back (to end a stream, or replay it as one)."""
+    return openai_completion(stored, str(stored.get("model")))
 
 
 class Renderer:
