@@ -42,21 +42,19 @@ class Servers:
 def servers(fn_env: None, db: Sql, monkeypatch: pytest.MonkeyPatch) -> Iterator[Servers]:
     from werkzeug.serving import make_server
 
-    from functions.dev.serve import build_app, build_demo_app, serve_in_thread
+    from functions.dev.serve import build_demo_app
+    from tests.support.served import served_functions
 
-    functions, functions_thread, functions_port = serve_in_thread(build_app())  # uvicorn, as deployed
-    functions_url = f"http://127.0.0.1:{functions_port}"
-    demo_token = fnsupport.token(DEMO_USER, email="demo@example.com")
-    demo = make_server("127.0.0.1", 0, build_demo_app(functions_url, demo_token), threaded=True)
-    demo_url = f"http://127.0.0.1:{demo.server_port}"
-    monkeypatch.setenv("CORS_ALLOWED_ORIGINS", demo_url)  # cross-origin, as a deployed frontend
-    runtime.reset()
-    runtime.install(PostgresDatabase(db.url, max_size=4))
-    threading.Thread(target=demo.serve_forever, daemon=True).start()
-    yield Servers(functions_url, demo_url, db)
-    functions.should_exit = True
-    functions_thread.join(10)
-    demo.shutdown()
+    with served_functions() as functions_url:  # uvicorn, as deployed
+        demo_token = fnsupport.token(DEMO_USER, email="demo@example.com")
+        demo = make_server("127.0.0.1", 0, build_demo_app(functions_url, demo_token), threaded=True)
+        demo_url = f"http://127.0.0.1:{demo.server_port}"
+        monkeypatch.setenv("CORS_ALLOWED_ORIGINS", demo_url)  # cross-origin, as a deployed frontend
+        runtime.reset()
+        runtime.install(PostgresDatabase(db.url, max_size=4))
+        threading.Thread(target=demo.serve_forever, daemon=True).start()
+        yield Servers(functions_url, demo_url, db)
+        demo.shutdown()
 
 
 @pytest.fixture

@@ -123,25 +123,21 @@ def test_a_client_that_closes_its_connection_to_uvicorn_is_charged_for_what_it_g
     """The whole way, as deployed: uvicorn, a real socket closed by the client after the first delta."""
     import httpx
 
-    from functions.dev.serve import build_app, serve_in_thread
     from tests.support import fnsupport
+    from tests.support.served import served_functions
 
     runtime.install(PostgresDatabase(db.url, max_size=4))
     slow_model(monkeypatch, 0.2)
     uid = db.make_user(balance=5)
-    server, thread, port = serve_in_thread(build_app())
-    try:
+    with served_functions() as url:
         with httpx.Client(timeout=30) as client, client.stream(
-                "POST", f"http://127.0.0.1:{port}/chat", json={"message": "tell me a story", "stream": True},
+                "POST", f"{url}/chat", json={"message": "tell me a story", "stream": True},
                 headers={"Authorization": f"Bearer {fnsupport.token(uid)}"}) as answer:
             first = next(answer.iter_text())
             assert first.startswith("event: delta") and PIECES[0] in first
         deadline = time.monotonic() + 20
         while hold_of(db, uid)["status"] == "open" and time.monotonic() < deadline:
             time.sleep(0.05)
-    finally:
-        server.should_exit = True
-        thread.join(10)
     hold = hold_of(db, uid)
     assert hold["status"] == "settled" and hold["delivered_chars"] < len("".join(PIECES))
     answer_row = db.one("select content, status from public.chat_messages where user_id = %s and role = 'assistant'",

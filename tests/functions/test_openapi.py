@@ -123,23 +123,17 @@ def live(fn_env: None, db: Sql) -> Iterator[Live]:
     already has a session with a few turns (so listings have pages and cursors)."""
     from functions import runtime
     from functions.db.postgres import PostgresDatabase
-    from functions.dev.serve import build_app, serve_in_thread
+    from tests.support.served import served_functions
 
     runtime.install(PostgresDatabase(db.url, max_size=8))
-    server, thread, port = serve_in_thread(build_app())  # uvicorn, as deployed
     user = db.make_user(balance=500.0, plan="team")  # team: 600 requests a minute, so few 429s
-    session = requests.Session()
-    live = Live(f"http://127.0.0.1:{port}", user, fnsupport.token(user), session)
-    try:
+    with served_functions() as url, requests.Session() as session:  # uvicorn, as deployed
+        live = Live(url, user, fnsupport.token(user), session)
         for i in range(3):
             answer = session.post(f"{live.url}/chat", json={"message": f"turn {i}", "session_id": "main"},
                                   headers=live.credentials("chat_send"), timeout=30)
             assert answer.status_code == 200, answer.text
         yield live
-    finally:
-        session.close()
-        server.should_exit = True
-        thread.join(10)
 
 
 def error_request_id(path: str, body: Any) -> str | None:

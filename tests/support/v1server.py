@@ -22,6 +22,7 @@ from functions.db.postgres import PostgresDatabase
 from functions.dev import migrate
 from tests.support.books import check_books
 from tests.support.pg import Sql
+from tests.support.served import served_functions
 
 
 @dataclass
@@ -55,16 +56,12 @@ class Server:
 @pytest.fixture(name="server")
 def server_fixture(fn_env: None, db: Sql) -> Iterator[Server]:
     """The functions on uvicorn (one port, every target under /<target>), on the real database."""
-    from functions.dev.serve import build_app, serve_in_thread
-
-    uvicorn_server, thread, port = serve_in_thread(build_app())
     runtime.install(PostgresDatabase(migrate.as_role(db.url, migrate.MIGRATOR_ROLE), max_size=8))
-    served = Server(f"http://127.0.0.1:{port}", db)
-    yield served
-    for client in served.clients:
-        client.close()
-    uvicorn_server.should_exit = True
-    thread.join(10)
+    with served_functions() as url:
+        served = Server(url, db)
+        yield served
+        for client in served.clients:
+            client.close()
 
 
 def charges(db: Sql, user: uuid.UUID) -> list[dict[str, Any]]:
