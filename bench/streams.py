@@ -215,6 +215,16 @@ def run(quick: bool) -> list[Result]:
     return _results(runs, counts, open_holds[0] if open_holds else -1)
 
 
+def _overhead_ratio(peer: Run | None, ours: Run, floor: Run) -> float | None:
+    """The overhead above the model's own timing, the peer's over ours: the smaller of the two ratios, at the
+    first delta (p99) and at the end (all done); None when the peer did not run."""
+    if peer is None or not peer.first or not peer.done:
+        return None
+    floor_p99, floor_done = (percentile(floor.first, 99) if floor.first else 0.0), max(floor.done)
+    return min((percentile(peer.first, 99) - floor_p99) / max(percentile(ours.first, 99) - floor_p99, 1e-3),
+               (max(peer.done) - floor_done) / max(max(ours.done) - floor_done, 1e-3))
+
+
 def _results(runs: dict[tuple[str, int], Run], counts: tuple[int, ...], open_holds: int) -> list[Result]:
     results: list[Result] = []
     floor_name = "model stub (floor)"
@@ -231,11 +241,7 @@ def _results(runs: dict[tuple[str, int], Run], counts: tuple[int, ...], open_hol
         details = {side: r.summary() for (side, m), r in runs.items() if m == n} | {"open_holds_after": open_holds}
         met_first = p99 - floor_p99 <= 0.5 and ours.failed == 0
         met_done = done <= STREAM_SECONDS + 1.0
-        vs_lite = None  # the overhead above the model's own timing, LiteLLM's over ours (first delta and done)
-        if lite is not None and lite.first and lite.done:
-            floor_done = max(floor.done)
-            vs_lite = min((percentile(lite.first, 99) - floor_p99) / max(p99 - floor_p99, 1e-3),
-                          (max(lite.done) - floor_done) / max(done - floor_done, 1e-3))
+        vs_lite = _overhead_ratio(lite, ours, floor)
         target = "p99 <= model + 0.5 s; done <= 6 s; >= 2x LiteLLM"
         met = met_first and met_done and (vs_lite is None or vs_lite >= 2.0)
         results.append(Result(
@@ -246,11 +252,7 @@ def _results(runs: dict[tuple[str, int], Run], counts: tuple[int, ...], open_hol
         compat = runs.get((V1_SIDE, n))
         if compat is not None and compat.first:
             c99, c_done = percentile(compat.first, 99), max(compat.done)
-            vs = None
-            if lite is not None and lite.first and lite.done:
-                floor_done = max(floor.done)
-                vs = min((percentile(lite.first, 99) - floor_p99) / max(c99 - floor_p99, 1e-3),
-                         (max(lite.done) - floor_done) / max(c_done - floor_done, 1e-3))
+            vs = _overhead_ratio(lite, compat, floor)
             results.append(Result(
                 f"6 streams x{n}: v1 (same request as the peers), billed", c99, "s", floor_p99, "s",
                 ratio_text=f"p50 {percentile(compat.first, 50):.2f} s, done {c_done:.2f} s, failed {compat.failed}"
