@@ -21,7 +21,7 @@ from functions import runtime
 from functions.db.postgres import PostgresDatabase
 from functions.dev import migrate
 from tests.support.books import check_books
-from tests.support.pg import Sql
+from tests.support.pg import Sql, create_api_key
 from tests.support.served import served_functions
 
 
@@ -36,9 +36,7 @@ class Server:
         return client
 
     def key(self, user: uuid.UUID, scopes: list[str] | None = None) -> str:
-        created = self.db.rpc("create_api_key", name="sdk test", scopes=json.dumps(scopes or ["models"]),
-                              user_id=user)
-        return str(created["key"])
+        return str(create_api_key(self.db, "sdk test", user, scopes=json.dumps(scopes or ["models"]))["key"])
 
     def openai(self, key: str, **kwargs: Any) -> openai.OpenAI:
         return self._keep(openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0, **kwargs))
