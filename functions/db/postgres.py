@@ -27,8 +27,6 @@ from functions.loops import PerLoop
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PostgresDatabase", "as_sql_literal"]
-
 # Failures worth another try: the connection, the pool, or a serialization/deadlock abort. Every RPC
 # that writes is idempotent on its request id, so a retry after an ambiguous commit changes nothing.
 _SET_CALLER = "select set_config('role', %s, true), set_config('request.jwt.claims', %s, true)"

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from functions.db.postgres import as_sql_literal
+from functions.db import as_sql_literal
 from tests.support.books import check_books
 from tests.support.pg import Sql
 

@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from functions.db.postgres import as_sql_literal
+from functions.db import as_sql_literal
 
 
 class Sql:
